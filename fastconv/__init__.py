@@ -1,0 +1,6 @@
+"""fastconv: fast N-d convolution and the chapter's convolutional-network toolkit."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._config import get_num_threads, set_num_threads, thread_budget  # noqa: E402

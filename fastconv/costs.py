@@ -1,0 +1,156 @@
+"""Cost models of the backends, and the per-machine calibration profile.
+
+Each backend's time is modelled as a non-negative linear combination of a
+few features of the problem (multiply-adds, transform work, bytes moved),
+``seconds = sum(coef[i] * feature[i])``.  The coefficients shipped in
+``DEFAULT_COEFFICIENTS`` were fitted on a 2-core x86-64 machine (the class
+of machine this project is developed on); :func:`fastconv.calibrate`
+re-fits them here and saves a profile that later runs load instead.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+# A complex multiply-add costs four real ones; float32 runs twice the SIMD lanes.
+_DTYPE_WEIGHT = {"f4": 0.5, "f8": 1.0, "c8": 2.0, "c16": 4.0}
+
+
+def _dtype_weight(problem) -> float:
+    return _DTYPE_WEIGHT.get(f"{problem.dtype.kind}{problem.dtype.itemsize}", 4.0)
+
+
+def _elements(problem) -> float:
+    """Input plus output elements: the memory any backend must stream once."""
+    return float(math.prod(problem.x_shape) + math.prod(problem.out_shape))
+
+
+def fft_size(problem) -> int:
+    """Points of one padded transform plane (full linear correlation size)."""
+    return math.prod(n + p[0] + p[1] + (k - 1) * d
+                     for n, p, k, d in zip(problem.spatial, problem.padding, problem.kernel,
+                                           problem.dilation))
+
+
+def _features_direct(p):
+    return (1.0, p.macs * _dtype_weight(p), _elements(p))
+
+
+def _features_im2col(p):
+    cols = p.batch * p.in_channels * math.prod(p.kernel) * math.prod(p.out_spatial)
+    return (1.0, p.macs * _dtype_weight(p), cols * _dtype_weight(p) + _elements(p))
+
+
+def _features_fft(p):
+    size = fft_size(p)
+    planes = p.batch * p.in_channels + p.w_shape[0] * p.w_shape[1] + p.batch * p.out_channels
+    transform = planes * size * math.log2(max(size, 2)) * _dtype_weight(p)
+    products = p.batch * p.out_channels * p.w_shape[1] * size * _dtype_weight(p)
+    return (1.0, transform, products)
+
+
+def _features_separable(p):
+    rank = p.kernel_rank or 1
+    per_pass = p.batch * p.out_channels * p.w_shape[1] * rank
+    # each 1-D pass touches about the padded input once per kernel tap along its axis
+    taps = sum(k for k in p.kernel) * math.prod(p.padded_spatial)
+    return (1.0, per_pass * taps * _dtype_weight(p), per_pass * len(p.kernel) * _elements(p))
+
+
+def _features_reference(p):
+    return (1.0, p.macs, math.prod(p.kernel) * _elements(p))
+
+
+def _features_cuda(p):
+    return (1.0, p.macs * _dtype_weight(p), _elements(p) * p.dtype.itemsize)
+
+
+FEATURES = {
+    "direct": _features_direct,
+    "im2col": _features_im2col,
+    "fft": _features_fft,
+    "separable": _features_separable,
+    "reference": _features_reference,
+    "cuda": _features_cuda,
+}
+
+#: seconds per feature unit, fitted on a 2-core x86-64 machine (see module docstring)
+DEFAULT_COEFFICIENTS = {
+    "direct": (3e-6, 1.2e-10, 1.5e-9),
+    "im2col": (2e-5, 1.5e-11, 2e-9),
+    "fft": (4e-5, 1.5e-9, 3e-9),
+    "separable": (2e-5, 1.2e-10, 1.5e-9),
+    "reference": (1e-4, 5e-9, 3e-9),
+    "cuda": (2e-4, 1e-12, 1e-10),
+}
+
+_coefficients = dict(DEFAULT_COEFFICIENTS)
+_profile_source = "built-in defaults"
+
+
+def estimate(name: str, problem) -> float:
+    """Estimated seconds for backend ``name`` on ``problem``.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 64, 64), (1, 1, 3, 3), "float64", padding=1)
+    >>> 0 < estimate("direct", p) < estimate("reference", p)
+    True
+    """
+    coefs = _coefficients[name]
+    return float(sum(c * f for c, f in zip(coefs, FEATURES[name](problem))))
+
+
+def profile_path() -> Path:
+    """Where the calibration profile of this machine lives."""
+    override = os.environ.get("FASTCONV_PROFILE")
+    if override:
+        return Path(override)
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("fastconv")) / "profile.json"
+
+
+def load_profile(path=None) -> str:
+    """Load a saved profile if there is one; returns where the coefficients came from."""
+    global _coefficients, _profile_source
+    path = Path(path) if path else profile_path()
+    coefficients = dict(DEFAULT_COEFFICIENTS)
+    source = "built-in defaults"
+    try:
+        saved = json.loads(path.read_text())
+        for name, coefs in saved.get("coefficients", {}).items():
+            if name in FEATURES and len(coefs) == len(DEFAULT_COEFFICIENTS[name]):
+                coefficients[name] = tuple(float(c) for c in coefs)
+        source = str(path)
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    _coefficients, _profile_source = coefficients, source
+    return source
+
+
+def save_profile(coefficients: dict, path=None, meta=None) -> Path:
+    """Save fitted coefficients as this machine's profile and start using them."""
+    global _coefficients, _profile_source
+    path = Path(path) if path else profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"coefficients": {k: list(v) for k, v in coefficients.items()},
+                                "meta": meta or {}}, indent=2))
+    _coefficients = {**DEFAULT_COEFFICIENTS, **coefficients}
+    _profile_source = str(path)
+    return path
+
+
+def profile_source() -> str:
+    """Where the coefficients in use came from."""
+    return _profile_source
+
+
+def coefficients() -> dict:
+    """The coefficients in use, name -> tuple."""
+    return dict(_coefficients)
+
+
+load_profile()
