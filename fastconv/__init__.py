@@ -6,3 +6,4 @@ __version__ = "0.1.0"
 from ._config import get_num_threads, set_num_threads, thread_budget  # noqa: E402
 from .signal import convolve, correlate, explain  # noqa: E402
 from . import signal  # noqa: E402
+from .calibration import calibrate  # noqa: E402

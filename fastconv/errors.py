@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 
 
 class TooLargeError(MemoryError, ValueError):
@@ -13,6 +14,7 @@ class TooLargeError(MemoryError, ValueError):
     """
 
 
+@lru_cache(maxsize=1)
 def physical_memory_bytes() -> int:
     """Total physical memory, or 2**62 where the system does not say."""
     try:
@@ -32,7 +34,7 @@ def check_fits(shape, itemsize: int, what: str) -> None:
     ...
     fastconv.errors.TooLargeError: output of shape (1000000000, 1000000000) would need 8e+18 bytes (8000000000.0 GB); this machine has ...
     """
-    nbytes = math.prod(int(n) for n in shape) * int(itemsize)
+    nbytes = math.prod(shape) * itemsize
     limit = physical_memory_bytes()
     if nbytes > limit:
         raise TooLargeError(f"{what} of shape {tuple(shape)} would need {nbytes:.3g} bytes "

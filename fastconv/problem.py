@@ -146,12 +146,15 @@ def make_problem(x_shape, w_shape, dtype, stride=1, padding=0, dilation=1, group
     >>> p.out_shape
     (1, 1, 8, 8)
     """
-    return _make_problem(tuple(int(v) for v in x_shape), tuple(int(v) for v in w_shape),
-                         np.dtype(dtype), _hashable(stride), _hashable(padding),
-                         _hashable(dilation), int(groups), int_bound, origin)
+    return _make_problem(tuple(map(int, x_shape)), tuple(map(int, w_shape)), np.dtype(dtype),
+                         _hashable(stride), _hashable(padding), _hashable(dilation), int(groups),
+                         int_bound, origin)
 
 
 def _hashable(value):
+    """Ints and nested tuples of ints, for the cache key (lists and numpy ints accepted)."""
+    if type(value) is int:
+        return value
     if isinstance(value, (list, tuple)):
         return tuple(_hashable(v) for v in value)
     return int(value)

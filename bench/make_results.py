@@ -1,0 +1,98 @@
+"""Run the benchmarks and write bench/RESULTS.md: machine, versions, date, ratios, targets.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/make_results.py [pytest -k expression]
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+COMMAND = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/make_results.py"
+
+
+def run_benchmarks(selection: str | None, files=("test_engine.py",)) -> dict:
+    """Run pytest-benchmark on ``files`` and return {group: {label: median seconds}}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        args = [sys.executable, "-m", "pytest", *[str(HERE / f) for f in files], "-q",
+                "--benchmark-enable", "--benchmark-only", f"--benchmark-json={out}",
+                "-p", "no:cacheprovider"]
+        if selection:
+            args += ["-k", selection]
+        subprocess.run(args, check=False, cwd=HERE.parent)
+        data = json.loads(out.read_text())
+    groups: dict = {}
+    for b in data["benchmarks"]:
+        label = b["extra_info"].get("label") or b["name"].split("[")[0].split("_", 2)[-1]
+        groups.setdefault(b["group"], {})[label] = b["stats"]["median"]
+    return groups
+
+
+def machine() -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+             f"- Python {platform.python_version()}"]
+    versions = []
+    for name in ("fastconv", "numpy", "scipy", "numba", "pyfftw", "cv2", "torch"):
+        try:
+            versions.append(f"{name} {importlib.import_module(name).__version__}")
+        except ImportError:
+            versions.append(f"{name} (not installed)")
+    lines.append("- versions: " + ", ".join(versions))
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')}, "
+                f"{i['num_threads']} threads)" for i in threadpool_info() if i["user_api"] == "blas"]
+        lines.append("- BLAS: " + "; ".join(blas))
+    except ImportError:
+        pass
+    lines.append("- OPENBLAS_CORETYPE: " + os.environ.get("OPENBLAS_CORETYPE", "unset"))
+    return lines
+
+
+def ratio_table(groups: dict) -> list[str]:
+    lines = ["| problem | implementation | median ms | vs fastconv auto |", "|---|---|---:|---:|"]
+    for group in sorted(groups):
+        entries = groups[group]
+        anchor = entries.get("fastconv_auto")
+        for label, median in sorted(entries.items(), key=lambda kv: kv[1]):
+            ratio = f"{median / anchor:.2f}x" if anchor else ""
+            lines.append(f"| {group} | {label} | {median * 1e3:.2f} | {ratio} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    groups = run_benchmarks(argv[0] if argv else None)
+    from targets import engine_targets  # bench/targets.py: the issue's targets as checks
+    text = ["# Benchmark results", "",
+            f"Regenerate with `{COMMAND}`.", "",
+            f"- date: {datetime.date.today().isoformat()}", *machine(), "",
+            "Ratios are medians measured in the same run; 'vs fastconv auto' above 1 means "
+            "fastconv's automatic choice is faster.", "",
+            "## Targets", "", *engine_targets(groups), "", "## All measurements", "",
+            *ratio_table(groups), ""]
+    RESULTS.write_text("\n".join(text))
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    raise SystemExit(main())
