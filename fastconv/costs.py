@@ -44,11 +44,10 @@ def _features_im2col(p):
 
 
 def _features_fft(p):
-    size = fft_size(p)
-    planes = p.batch * p.in_channels + p.w_shape[0] * p.w_shape[1] + p.batch * p.out_channels
-    transform = planes * size * math.log2(max(size, 2)) * _dtype_weight(p)
-    products = p.batch * p.out_channels * p.w_shape[1] * size * _dtype_weight(p)
-    return (1.0, transform, products)
+    # The tiled FFT picks its own tile sizes; its layout model knows what a call
+    # will transform, multiply and copy (seconds on one thread of this machine class).
+    from .backends import fft
+    return fft.model_features(p)
 
 
 def _features_separable(p):
@@ -56,7 +55,8 @@ def _features_separable(p):
     per_pass = p.batch * p.out_channels * p.w_shape[1] * rank
     # each 1-D pass touches about the padded input once per kernel tap along its axis
     taps = sum(k for k in p.kernel) * math.prod(p.padded_spatial)
-    return (1.0, per_pass * taps * _dtype_weight(p), per_pass * len(p.kernel) * _elements(p))
+    streamed = per_pass * len(p.kernel) * math.prod(p.padded_spatial) + _elements(p)
+    return (1.0, per_pass * taps * _dtype_weight(p), streamed)
 
 
 def _features_reference(p):
@@ -64,7 +64,8 @@ def _features_reference(p):
 
 
 def _features_cuda(p):
-    return (1.0, p.macs * _dtype_weight(p), _elements(p) * p.dtype.itemsize)
+    transferred = (_elements(p) + math.prod(p.w_shape)) * p.dtype.itemsize
+    return (1.0, p.macs * _dtype_weight(p), transferred)
 
 
 FEATURES = {
@@ -80,7 +81,7 @@ FEATURES = {
 DEFAULT_COEFFICIENTS = {
     "direct": (3e-6, 1.2e-10, 1.5e-9),
     "im2col": (2e-5, 1.5e-11, 2e-9),
-    "fft": (4e-5, 1.5e-9, 3e-9),
+    "fft": (4e-5, 1.0, 1.0, 1.0),
     "separable": (2e-5, 1.2e-10, 1.5e-9),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),

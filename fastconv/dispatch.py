@@ -94,6 +94,8 @@ def choose(problem, x=None, w=None, method: str = "auto") -> Choice:
     'reference'
     """
     method = resolve_method(method)
+    if _on_device(x) or _on_device(w):
+        return _device_choice(problem, method)
     if method != "auto":
         module = backends.get(method)
         if x is not None and hasattr(module, "inspect"):
@@ -125,6 +127,20 @@ def choose(problem, x=None, w=None, method: str = "auto") -> Choice:
             rule = "the only backend that supports this problem"
         return Choice(name, rule, problem, ranked, rejected)
     raise ValueError(f"no available backend computes this problem ({_describe(problem)})")
+
+
+def _on_device(a) -> bool:
+    return a is not None and hasattr(a, "__cuda_array_interface__")
+
+
+def _device_choice(problem, method) -> Choice:
+    """Operands already on a GPU are computed there, never copied to a CPU backend."""
+    if method not in ("auto", "cuda"):
+        raise ValueError(f"method {method!r} runs on the CPU but the operands are CUDA device "
+                         "arrays; use method='auto' or 'cuda', or copy them to the host first")
+    module = backends.get("cuda")  # ValueError with the reason when there is no GPU
+    return Choice("cuda", "operands are CUDA device arrays: computed where they live", problem,
+                  [("cuda", module.cost(problem))])
 
 
 def _facts(problem) -> str:

@@ -1,0 +1,727 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""im2col / col2im kernels for the im2col backend (N-d treated as 3-d).
+
+Geometry is always 3-d: a 1-d or 2-d problem is passed with leading
+size-1 axes (kernel 1, stride 1, dilation 1, padding 0 there), which costs
+nothing measurable and keeps one kernel.  ``x`` is ``(N, C, D, H, W)``,
+C-contiguous.  The column matrix has one row per (channel, kd, kh, kw) tap,
+channel-major, so the rows of one channel group are contiguous, and one
+column per (image, output position) of the block, image-major.
+
+A block is ``nb`` images starting at ``b0`` and, inside each image, the
+flattened output positions ``p0 .. p0 + npos``: the backend uses either
+whole images (``p0 = 0``, ``npos = P``) or a slice of a single image, which
+is how one huge image is split to respect the workspace cap.  Zero padding
+comes from the index arithmetic; no padded copy of the input is made.
+"""
+cimport cython
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+from libc.string cimport memcpy, memset
+
+ctypedef fused scalar:
+    float
+    double
+    float complex
+    double complex
+
+
+cdef struct Geometry:
+    # input, kernel, stride, dilation, padding-before, output; each (d, h, w)
+    Py_ssize_t n[3]
+    Py_ssize_t k[3]
+    Py_ssize_t s[3]
+    Py_ssize_t dil[3]
+    Py_ssize_t pad[3]
+    Py_ssize_t out[3]
+
+
+cdef Geometry _geometry(spatial, kernel, stride, dilation, pad, out) except *:
+    cdef Geometry g
+    cdef int i
+    if not (len(spatial) == len(kernel) == len(stride) == len(dilation) == len(pad)
+            == len(out) == 3):
+        raise ValueError("geometry tuples must all have 3 entries (d, h, w)")
+    for i in range(3):
+        g.n[i] = spatial[i]
+        g.k[i] = kernel[i]
+        g.s[i] = stride[i]
+        g.dil[i] = dilation[i]
+        g.pad[i] = pad[i]
+        g.out[i] = out[i]
+        if g.k[i] < 1 or g.s[i] < 1 or g.dil[i] < 1 or g.out[i] < 0 or g.n[i] < 0:
+            raise ValueError("kernel, stride and dilation must be positive")
+    return g
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any sign of a (C division truncates)."""
+    if a <= 0:
+        return -((-a) // b)
+    return (a + b - 1) // b
+
+
+cdef inline Py_ssize_t _clamp(Py_ssize_t v, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v
+
+
+cdef inline void _valid_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
+                              Py_ssize_t first, Py_ssize_t last,
+                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Outputs o in [first, last) whose input o*stride + offset lies in [0, size)."""
+    lo[0] = _clamp(_ceil_div(-offset, stride), first, last)
+    hi[0] = _clamp(_ceil_div(size - offset, stride), lo[0], last)
+
+
+cdef void _im2col_row(const scalar* x, scalar* dst, Py_ssize_t image_stride,
+                      Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t npos,
+                      Py_ssize_t td, Py_ssize_t th, Py_ssize_t tw,
+                      const Geometry* g) noexcept nogil:
+    """Fill one row of the column matrix: tap (td, th, tw) of one channel.
+
+    ``x`` points at that channel's plane in the first image of the block.
+    """
+    cdef Py_ssize_t b, p, end, seg, row, ow0, od, oh, idd, ih, iw0, lo, hi, o
+    cdef Py_ssize_t W = g.n[2], HW = g.n[1] * g.n[2]
+    cdef Py_ssize_t OW = g.out[2], OH = g.out[1], sw = g.s[2]
+    cdef const scalar* src
+    iw0 = tw * g.dil[2] - g.pad[2]
+    for b in range(nb):
+        p = p0
+        end = p0 + npos
+        while p < end:
+            row = p // OW
+            ow0 = p - row * OW
+            seg = OW - ow0
+            if seg > end - p:
+                seg = end - p
+            od = row // OH
+            oh = row - od * OH
+            idd = od * g.s[0] + td * g.dil[0] - g.pad[0]
+            ih = oh * g.s[1] + th * g.dil[1] - g.pad[1]
+            if idd < 0 or idd >= g.n[0] or ih < 0 or ih >= g.n[1]:
+                for o in range(seg):
+                    dst[o] = 0
+            else:
+                _valid_range(iw0, sw, W, ow0, ow0 + seg, &lo, &hi)
+                src = x + b * image_stride + idd * HW + ih * W + iw0
+                for o in range(ow0, lo):
+                    dst[o - ow0] = 0
+                if sw == 1:
+                    for o in range(lo, hi):
+                        dst[o - ow0] = src[o]
+                else:
+                    for o in range(lo, hi):
+                        dst[o - ow0] = src[o * sw]
+                for o in range(hi, ow0 + seg):
+                    dst[o - ow0] = 0
+            dst += seg
+            p += seg
+
+
+cdef void _col2im_row(const scalar* src, scalar* x, Py_ssize_t image_stride,
+                      Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t npos,
+                      Py_ssize_t td, Py_ssize_t th, Py_ssize_t tw,
+                      const Geometry* g) noexcept nogil:
+    """Add one row of the column matrix back into its channel's plane (adjoint)."""
+    cdef Py_ssize_t b, p, end, seg, row, ow0, od, oh, idd, ih, iw0, lo, hi, o
+    cdef Py_ssize_t W = g.n[2], HW = g.n[1] * g.n[2]
+    cdef Py_ssize_t OW = g.out[2], OH = g.out[1], sw = g.s[2]
+    cdef scalar* dst
+    iw0 = tw * g.dil[2] - g.pad[2]
+    for b in range(nb):
+        p = p0
+        end = p0 + npos
+        while p < end:
+            row = p // OW
+            ow0 = p - row * OW
+            seg = OW - ow0
+            if seg > end - p:
+                seg = end - p
+            od = row // OH
+            oh = row - od * OH
+            idd = od * g.s[0] + td * g.dil[0] - g.pad[0]
+            ih = oh * g.s[1] + th * g.dil[1] - g.pad[1]
+            if 0 <= idd < g.n[0] and 0 <= ih < g.n[1]:
+                _valid_range(iw0, sw, W, ow0, ow0 + seg, &lo, &hi)
+                dst = x + b * image_stride + idd * HW + ih * W + iw0
+                if sw == 1:
+                    for o in range(lo, hi):
+                        dst[o] += src[o - ow0]
+                else:
+                    for o in range(lo, hi):
+                        dst[o * sw] += src[o - ow0]
+            src += seg
+            p += seg
+
+
+cdef void _im2col(const scalar* x, scalar* cols, Py_ssize_t channels, Py_ssize_t ncols,
+                  Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t npos,
+                  const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2]
+    cdef Py_ssize_t plane = g.n[0] * g.n[1] * g.n[2]
+    cdef Py_ssize_t r, c, t, td, th, tw
+    # one row per task: rows are disjoint, so threads never share a cache line
+    for r in range(channels * taps):
+        c = r // taps
+        t = r - c * taps
+        td = t // (g.k[1] * g.k[2])
+        th = (t // g.k[2]) % g.k[1]
+        tw = t % g.k[2]
+        _im2col_row(x + c * plane, cols + r * ncols, channels * plane,
+                    nb, p0, npos, td, th, tw, g)
+
+
+cdef void _col2im(const scalar* cols, scalar* x, Py_ssize_t channels, Py_ssize_t ncols,
+                  Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t npos,
+                  const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2]
+    cdef Py_ssize_t plane = g.n[0] * g.n[1] * g.n[2]
+    cdef Py_ssize_t c, t, td, th, tw
+    # one channel per task: the taps of a channel overlap in x, channels do not
+    for c in range(channels):
+        for t in range(taps):
+            td = t // (g.k[1] * g.k[2])
+            th = (t // g.k[2]) % g.k[1]
+            tw = t % g.k[2]
+            _col2im_row(cols + (c * taps + t) * ncols, x + c * plane, channels * plane,
+                        nb, p0, npos, td, th, tw, g)
+
+
+cdef int _check_shapes(Py_ssize_t* xshape, Py_ssize_t* cshape, Py_ssize_t b0, Py_ssize_t nb,
+                       Py_ssize_t p0, Py_ssize_t npos, const Geometry* g) except -1:
+    cdef Py_ssize_t positions = g.out[0] * g.out[1] * g.out[2]
+    cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2]
+    if b0 < 0 or nb < 0 or b0 + nb > xshape[0]:
+        raise ValueError(f"image block [{b0}, {b0 + nb}) outside the batch of {xshape[0]}")
+    if p0 < 0 or npos < 0 or p0 + npos > positions or (nb > 1 and npos != positions):
+        raise ValueError(f"position block [{p0}, {p0 + npos}) invalid for {positions} outputs "
+                         f"and {nb} images (several images need whole images)")
+    if cshape[0] != xshape[1] * taps or cshape[1] != nb * npos:
+        raise ValueError(f"cols has shape ({cshape[0]}, {cshape[1]}), expected "
+                         f"({xshape[1] * taps}, {nb * npos})")
+    return 0
+
+
+def im2col(const scalar[:, :, :, :, ::1] x, scalar[:, ::1] cols, kernel, stride, dilation,
+           pad, out_spatial, Py_ssize_t b0=0, Py_ssize_t nb=-1, Py_ssize_t p0=0,
+           Py_ssize_t npos=-1):
+    """Write the column matrix of a block of ``x`` into ``cols``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, D, H, W), C-contiguous
+        Unpadded input; 1-d and 2-d inputs get leading size-1 axes.
+    cols : ndarray, (C * kd * kh * kw, nb * npos), C-contiguous, same dtype
+        Overwritten.  Row ``c * K + tap`` (taps in C order), column
+        ``i * npos + (p - p0)`` for image ``b0 + i`` and flattened output
+        position ``p``.
+    kernel, stride, dilation, pad, out_spatial : 3-tuples of int
+        ``pad`` is the padding before each axis (the padding after only
+        shows through ``out_spatial``).
+    b0, nb : int
+        First image and number of images (``nb=-1``: to the end).
+    p0, npos : int
+        First flattened output position and count (``npos=-1``: to the end);
+        a partial range needs ``nb == 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(4.0).reshape(1, 1, 1, 1, 4)
+    >>> cols = np.empty((2, 3))
+    >>> _ = im2col(x, cols, (1, 1, 2), (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 3))
+    >>> cols
+    array([[0., 1., 2.],
+           [1., 2., 3.]])
+    """
+    cdef Geometry g = _geometry((x.shape[2], x.shape[3], x.shape[4]), kernel, stride, dilation, pad, out_spatial)
+    cdef Py_ssize_t positions = g.out[0] * g.out[1] * g.out[2]
+    nb = x.shape[0] - b0 if nb < 0 else nb
+    npos = positions - p0 if npos < 0 else npos
+    _check_shapes(x.shape, cols.shape, b0, nb, p0, npos, &g)
+    if cols.shape[0] == 0 or cols.shape[1] == 0:
+        return cols.base
+    with nogil:
+        _im2col(&x[b0, 0, 0, 0, 0], &cols[0, 0], x.shape[1], cols.shape[1],
+                nb, p0, npos, &g)
+    return cols.base
+
+
+def col2im(const scalar[:, ::1] cols, scalar[:, :, :, :, ::1] x, kernel, stride, dilation,
+           pad, out_spatial, Py_ssize_t b0=0, Py_ssize_t nb=-1, Py_ssize_t p0=0,
+           Py_ssize_t npos=-1):
+    """Add a column matrix back into ``x`` (the adjoint of :func:`im2col`).
+
+    Same arguments as :func:`im2col`; ``x`` is accumulated into, not
+    overwritten, so zero it first for a plain adjoint.  Columns that came
+    from padding are dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros((1, 1, 1, 1, 4))
+    >>> cols = np.ones((2, 3))
+    >>> _ = col2im(cols, x, (1, 1, 2), (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 3))
+    >>> x.ravel()
+    array([1., 2., 2., 1.])
+    """
+    cdef Geometry g = _geometry((x.shape[2], x.shape[3], x.shape[4]), kernel, stride, dilation, pad, out_spatial)
+    cdef Py_ssize_t positions = g.out[0] * g.out[1] * g.out[2]
+    nb = x.shape[0] - b0 if nb < 0 else nb
+    npos = positions - p0 if npos < 0 else npos
+    _check_shapes(x.shape, cols.shape, b0, nb, p0, npos, &g)
+    if cols.shape[0] == 0 or cols.shape[1] == 0:
+        return x.base
+    with nogil:
+        _col2im(&cols[0, 0], &x[b0, 0, 0, 0, 0], x.shape[1], cols.shape[1],
+                nb, p0, npos, &g)
+    return x.base
+
+
+# ============================================================== channels-last path
+#
+# The backend's fast path works on a channels-last copy of a slab of the
+# input, ``xt`` of shape (A, nb, H2, W2, C): A is the first spatial axis,
+# (H2, W2) the others (size 1 where the problem has fewer), the block's nb
+# images sit between A and the rest.  ``im2row`` writes one *row* per output
+# position, ordered (a, image, h2, w2), holding that position's receptive
+# field in (group, ka, kh, kw, channel-in-group) order: for one group the
+# (kw, channel) taps are contiguous in ``xt``, so a row is a few long memcpys.
+# Reading the rows transposed, BLAS runs in its fastest orientation, and a
+# shift by whole A-rows of the row matrix is the next kernel tap along A,
+# which lets the backend skip expanding the A axis (see gemm_rows).
+
+ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
+                         float*, float*, int*) noexcept nogil
+ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*,
+                         double*, double*, int*) noexcept nogil
+ctypedef void (*cgemm_t)(char*, char*, int*, int*, int*, float complex*, float complex*, int*,
+                         float complex*, int*, float complex*, float complex*, int*) noexcept nogil
+ctypedef void (*zgemm_t)(char*, char*, int*, int*, int*, double complex*, double complex*, int*,
+                         double complex*, int*, double complex*, double complex*, int*) noexcept nogil
+
+cdef sgemm_t _sgemm = NULL
+cdef dgemm_t _dgemm = NULL
+cdef cgemm_t _cgemm = NULL
+cdef zgemm_t _zgemm = NULL
+
+#: largest BLAS dimension (the LP64 interface takes C ints)
+BLAS_MAX_DIM = 2**31 - 1
+
+
+cdef void* _capsule_pointer(capsule) except NULL:
+    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+
+
+def load_blas():
+    """Bind the BLAS ``?gemm`` routines that scipy exports (idempotent).
+
+    scipy.linalg.cython_blas publishes them as capsules, so nothing of
+    scipy is needed at build time.  Importing scipy.linalg takes a while,
+    hence not at module import.
+
+    Examples
+    --------
+    >>> load_blas()
+    """
+    global _sgemm, _dgemm, _cgemm, _zgemm
+    if _zgemm != NULL:
+        return
+    from scipy.linalg import cython_blas
+    capi = cython_blas.__pyx_capi__
+    _sgemm = <sgemm_t>_capsule_pointer(capi["sgemm"])
+    _dgemm = <dgemm_t>_capsule_pointer(capi["dgemm"])
+    _cgemm = <cgemm_t>_capsule_pointer(capi["cgemm"])
+    _zgemm = <zgemm_t>_capsule_pointer(capi["zgemm"])
+
+
+cdef inline void _gemm(char transa, int m, int n, int k, const scalar* a, int lda, const scalar* b,
+                       int ldb, bint accumulate, scalar* c, int ldc) noexcept nogil:
+    """Column-major C (m x n) (+)= op(A) B, op(A) = A or A^T (m x k)."""
+    cdef char no = b'N'
+    cdef scalar alpha = 1
+    cdef scalar beta = 1 if accumulate else 0
+    if scalar is float:
+        _sgemm(&transa, &no, &m, &n, &k, &alpha, <float*>a, &lda, <float*>b, &ldb, &beta, c, &ldc)
+    elif scalar is double:
+        _dgemm(&transa, &no, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb, &beta, c,
+               &ldc)
+    elif scalar is cython.floatcomplex:
+        _cgemm(&transa, &no, &m, &n, &k, &alpha, <float complex*>a, &lda, <float complex*>b, &ldb,
+               &beta, c, &ldc)
+    else:
+        _zgemm(&transa, &no, &m, &n, &k, &alpha, <double complex*>a, &lda, <double complex*>b,
+               &ldb, &beta, c, &ldc)
+
+
+def gemm_rows(const scalar[:, ::1] rows, const scalar[:, :, :, ::1] w, scalar[:, :] out,
+              Py_ssize_t m, Py_ssize_t shift, bint channels_last=True):
+    """Sum over taps ``t`` of the row matrix shifted by ``t * shift`` rows, times weights.
+
+    With ``channels_last`` (weights ``w`` of shape (T, G, Kg, Og)):
+    ``out[j, g*Og + o] = sum_t sum_k rows[t*shift + j, g*Kg + k] * w[t, g, k, o]``;
+    without it (``w`` of shape (T, G, Og, Kg)) ``out`` is the transpose,
+    ``out[g*Og + o, j]``.  One GEMM per tap and group, the taps accumulating
+    in BLAS (beta = 1), so ``t`` walks the kernel along A.
+
+    In BLAS's column-major terms the channels-last result is
+    ``(O x m) = W^T R^T`` with the small dimension O first: OpenBLAS runs
+    that 10-30 % faster than the other orientation, which in exchange
+    leaves ``out`` in the layout of the problem's output.
+
+    Parameters
+    ----------
+    rows : ndarray, (R, G * Kg)
+        Row matrix from :func:`im2row`; needs ``R >= (T - 1) * shift + m``.
+    w : ndarray, (T, G, Kg, Og) or (T, G, Og, Kg)
+        Weights per A-tap and group, taps in the row matrix's order.
+    out : ndarray, (>= m, G * Og) or (G * Og, >= m)
+        Overwritten in its first ``m`` rows (columns); rows may be strided.
+    m, shift : int
+        Output positions, and the row offset from one tap to the next.
+    channels_last : bool
+        Which of the two layouts above.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> load_blas()
+    >>> rows = np.arange(6.0).reshape(3, 2)
+    >>> out = np.empty((2, 1))
+    >>> _ = gemm_rows(rows, np.ones((2, 1, 2, 1)), out, 2, 1)
+    >>> out.ravel()  # row j + row j+1, summed
+    array([ 6., 14.])
+    """
+    cdef Py_ssize_t taps = w.shape[0], groups = w.shape[1]
+    cdef Py_ssize_t kg = w.shape[2] if channels_last else w.shape[3]
+    cdef Py_ssize_t og = w.shape[3] if channels_last else w.shape[2]
+    cdef Py_ssize_t positions = out.shape[0] if channels_last else out.shape[1]
+    cdef Py_ssize_t channels = out.shape[1] if channels_last else out.shape[0]
+    cdef Py_ssize_t t, gi, ldc = out.strides[0] // sizeof(scalar), lda, ldr = rows.shape[1]
+    if _zgemm == NULL:
+        raise RuntimeError("call load_blas() first")
+    if ldr != groups * kg or channels != groups * og:
+        raise ValueError(f"rows ({rows.shape[0]}, {ldr}), weights ({taps}, {groups}, "
+                         f"{w.shape[2]}, {w.shape[3]}) and out ({out.shape[0]}, {out.shape[1]}) "
+                         "do not match")
+    if out.shape[1] > 1 and out.strides[1] != sizeof(scalar):
+        raise ValueError("out must be contiguous along its rows")
+    if out.shape[0] == 1:
+        ldc = out.shape[1]
+    elif ldc * <Py_ssize_t>sizeof(scalar) != out.strides[0] or ldc < out.shape[1]:
+        raise ValueError("out's rows must be a whole number of elements apart, not overlapping")
+    if m < 0 or shift < 0 or positions < m or (m > 0 and (taps - 1) * shift + m > rows.shape[0]):
+        raise ValueError(f"m={m} and shift={shift} run past rows or out")
+    if max(m, og, kg, ldr, ldc) > BLAS_MAX_DIM:
+        raise OverflowError("matrix dimension too large for the BLAS interface")
+    if m == 0 or og == 0 or groups == 0:
+        return
+    if taps == 0 or kg == 0:
+        if channels_last:
+            out[:m, :] = 0
+        else:
+            out[:, :m] = 0
+        return
+    ldc = max(ldc, 1)
+    cdef char plain = b'N', transposed = b'T'
+    with nogil:
+        for t in range(taps):
+            for gi in range(groups):
+                if channels_last:  # (Og x m) = W_g^T (Og x Kg) R^T (Kg x m)
+                    _gemm(plain, <int>og, <int>m, <int>kg, &w[t, gi, 0, 0], <int>og,
+                          &rows[t * shift, gi * kg], <int>ldr, t > 0, &out[0, gi * og], <int>ldc)
+                else:  # (m x Og) = R (m x Kg) W_g^T (Kg x Og)
+                    _gemm(transposed, <int>m, <int>og, <int>kg, &rows[t * shift, gi * kg], <int>ldr,
+                          &w[t, gi, 0, 0], <int>kg, t > 0, &out[gi * og, 0], <int>ldc)
+
+
+cdef enum:
+    TILE = 32  # transpose tile edge: 32 x 32 doubles fill 8 KiB of each cache side
+
+
+cdef inline void _transpose4(const scalar* s, Py_ssize_t ss, scalar* d, Py_ssize_t ds) noexcept nogil:
+    """A 4 x 4 block through registers: four loads of each source row, then stores."""
+    cdef scalar a0 = s[0], a1 = s[1], a2 = s[2], a3 = s[3]
+    cdef scalar b0 = s[ss], b1 = s[ss + 1], b2 = s[ss + 2], b3 = s[ss + 3]
+    cdef scalar c0 = s[2 * ss], c1 = s[2 * ss + 1], c2 = s[2 * ss + 2], c3 = s[2 * ss + 3]
+    cdef scalar e0 = s[3 * ss], e1 = s[3 * ss + 1], e2 = s[3 * ss + 2], e3 = s[3 * ss + 3]
+    d[0] = a0
+    d[1] = b0
+    d[2] = c0
+    d[3] = e0
+    d[ds] = a1
+    d[ds + 1] = b1
+    d[ds + 2] = c1
+    d[ds + 3] = e1
+    d[2 * ds] = a2
+    d[2 * ds + 1] = b2
+    d[2 * ds + 2] = c2
+    d[2 * ds + 3] = e2
+    d[3 * ds] = a3
+    d[3 * ds + 1] = b3
+    d[3 * ds + 2] = c3
+    d[3 * ds + 3] = e3
+
+
+cdef void _transpose(const scalar* src, Py_ssize_t src_stride, scalar* dst, Py_ssize_t dst_stride,
+                     Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols.
+
+    Cache tiles of TILE x TILE, each done in 4 x 4 register blocks (the
+    compiler keeps a block's 16 values in registers; plain loops reload).
+    """
+    cdef Py_ssize_t i0, j0, i, j, i1, j1, ii, jj
+    if rows == 1:
+        if dst_stride == 1:
+            memcpy(dst, src, cols * sizeof(scalar))
+        else:
+            for j in range(cols):
+                dst[j * dst_stride] = src[j]
+        return
+    if cols == 1:
+        for i in range(rows):
+            dst[i] = src[i * src_stride]
+        return
+    j0 = 0
+    while j0 < cols:
+        j1 = min(j0 + TILE, cols)
+        i0 = 0
+        while i0 < rows:
+            i1 = min(i0 + TILE, rows)
+            jj = j0
+            while jj + 4 <= j1:
+                ii = i0
+                while ii + 4 <= i1:
+                    _transpose4(src + ii * src_stride + jj, src_stride,
+                                dst + jj * dst_stride + ii, dst_stride)
+                    ii += 4
+                for j in range(jj, jj + 4):
+                    for i in range(ii, i1):
+                        dst[j * dst_stride + i] = src[i * src_stride + j]
+                jj += 4
+            for j in range(jj, j1):
+                for i in range(i0, i1):
+                    dst[j * dst_stride + i] = src[i * src_stride + j]
+            i0 = i1
+        j0 = j1
+
+
+def to_channels_last(const scalar[:, :, :, ::1] x, scalar[:, :, :, ::1] xt, Py_ssize_t b0,
+                     Py_ssize_t a0):
+    """``xt[a, b, s, c] = x[b0 + b, c, a0 + a, s]``: a channels-last slab.
+
+    ``x`` is the input viewed as (N, C, A, S), ``xt`` is (na, nb, S, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(12.0).reshape(1, 2, 2, 3)
+    >>> xt = np.empty((2, 1, 3, 2))
+    >>> _ = to_channels_last(x, xt, 0, 0)
+    >>> xt[1, 0]
+    array([[ 3.,  9.],
+           [ 4., 10.],
+           [ 5., 11.]])
+    """
+    cdef Py_ssize_t na = xt.shape[0], nb = xt.shape[1], S = xt.shape[2], C = xt.shape[3]
+    cdef Py_ssize_t A = x.shape[2], tiles = (C + TILE - 1) // TILE, task, b, c0, a
+    if x.shape[1] != C or x.shape[3] != S or b0 < 0 or a0 < 0 or b0 + nb > x.shape[0] \
+            or a0 + na > A:
+        raise ValueError(f"slab ({na}, {nb}, {S}, {C}) at image {b0}, row {a0} does not fit "
+                         f"x ({x.shape[0]}, {x.shape[1]}, {A}, {x.shape[3]})")
+    if xt.size == 0:
+        return xt.base
+    with nogil:
+        # a tile of channels at a time, walking down the rows: each channel is
+        # then read as one sequential stream, which the prefetchers follow
+        for task in range(nb * tiles):
+            b = task // tiles
+            c0 = (task - b * tiles) * TILE
+            for a in range(na):
+                _transpose(&x[b0 + b, c0, a0 + a, 0], A * S, &xt[a, b, 0, c0], C,
+                           min(TILE, C - c0), S)
+    return xt.base
+
+
+def rows_to_output(const scalar[:, ::1] block, scalar[:, :, ::1] out, Py_ssize_t b0,
+                   Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t inner):
+    """Scatter a channels-last GEMM result into ``out`` (N, O, P).
+
+    ``block`` rows are ordered (a, image, inner position) as :func:`im2row`
+    makes them: row ``(t * nb + b) * inner + q`` goes to
+    ``out[b0 + b, :, p0 + t * inner + q]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = np.zeros((2, 1, 2))
+    >>> _ = rows_to_output(np.arange(4.0).reshape(4, 1), out, 0, 2, 0, 1)
+    >>> out.ravel()
+    array([0., 2., 1., 3.])
+    """
+    cdef Py_ssize_t m = block.shape[0], o = block.shape[1], P = out.shape[2], t, b, chunks
+    if out.shape[1] != o or nb < 1 or b0 < 0 or b0 + nb > out.shape[0] or inner < 1 \
+            or m % (nb * inner) or p0 < 0 or p0 + m // nb > P:
+        raise ValueError(f"block ({m}, {o}) of {nb} images does not fit out "
+                         f"({out.shape[0]}, {out.shape[1]}, {P}) at image {b0}, position {p0}")
+    if m == 0 or o == 0:
+        return out.base
+    if nb == 1:  # one image: its rows are one run of positions
+        inner = m
+    chunks = m // inner
+    with nogil:
+        for t in range(chunks):
+            b = t % nb
+            _transpose(&block[t * inner, 0], o, &out[b0 + b, 0, p0 + (t // nb) * inner], P,
+                       inner, o)
+    return out.base
+
+
+def columns_to_output(const scalar[:, ::1] block, scalar[:, :, ::1] out, Py_ssize_t b0,
+                      Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t inner):
+    """Copy a GEMM result ``(O, m)`` with columns ordered (a, image, inner) into ``out``.
+
+    Column ``(t * nb + b) * inner + q`` goes to ``out[b0 + b, :, p0 + t * inner + q]``:
+    runs of ``inner`` contiguous values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = np.zeros((2, 1, 2))
+    >>> _ = columns_to_output(np.arange(4.0).reshape(1, 4), out, 0, 2, 0, 1)
+    >>> out.ravel()
+    array([0., 2., 1., 3.])
+    """
+    cdef Py_ssize_t o = block.shape[0], m = block.shape[1], P = out.shape[2], t, b, c, chunks
+    if out.shape[1] != o or nb < 1 or b0 < 0 or b0 + nb > out.shape[0] or inner < 1 \
+            or m % (nb * inner) or p0 < 0 or p0 + m // nb > P:
+        raise ValueError(f"block ({o}, {m}) of {nb} images does not fit out "
+                         f"({out.shape[0]}, {out.shape[1]}, {P}) at image {b0}, position {p0}")
+    if m == 0 or o == 0:
+        return out.base
+    chunks = m // inner
+    with nogil:
+        for c in range(o):
+            for t in range(chunks):
+                b = t % nb
+                memcpy(&out[b0 + b, c, p0 + (t // nb) * inner], &block[c, t * inner],
+                       inner * sizeof(scalar))
+    return out.base
+
+
+cdef void _fill_row(const scalar* xt, scalar* dst, Py_ssize_t b, Py_ssize_t oa, Py_ssize_t oh,
+                    Py_ssize_t ow, Py_ssize_t nb, Py_ssize_t channels, Py_ssize_t groups,
+                    Py_ssize_t a_base, const Geometry* g) noexcept nogil:
+    """One row of im2row: the receptive field of output (oa, oh, ow) of image b."""
+    cdef Py_ssize_t cg = channels // groups
+    cdef Py_ssize_t H = g.n[1], W = g.n[2], KW = g.k[2], dw = g.dil[2]
+    cdef Py_ssize_t run = KW * cg, plane_taps = g.k[1] * run
+    cdef Py_ssize_t gi, ka, kh, kw, ia, ih, iw0, klo, khi
+    cdef const scalar* src
+    cdef size_t item = sizeof(scalar)
+    iw0 = ow * g.s[2] - g.pad[2]
+    _valid_range(iw0, dw, W, 0, KW, &klo, &khi)
+    for gi in range(groups):
+        for ka in range(g.k[0]):
+            ia = oa * g.s[0] + ka * g.dil[0] - g.pad[0]
+            if ia < 0 or ia >= g.n[0]:
+                memset(dst, 0, plane_taps * item)
+                dst += plane_taps
+                continue
+            for kh in range(g.k[1]):
+                ih = oh * g.s[1] + kh * g.dil[1] - g.pad[1]
+                if ih < 0 or ih >= H:
+                    memset(dst, 0, run * item)
+                    dst += run
+                    continue
+                src = xt + (((ia - a_base) * nb + b) * H + ih) * W * channels + gi * cg
+                if groups == 1 and dw == 1:
+                    # taps and channels are one contiguous run of xt
+                    memset(dst, 0, klo * cg * item)
+                    memcpy(dst + klo * cg, src + (iw0 + klo) * channels, (khi - klo) * cg * item)
+                    memset(dst + khi * cg, 0, (KW - khi) * cg * item)
+                else:
+                    for kw in range(KW):
+                        if klo <= kw < khi:
+                            memcpy(dst + kw * cg, src + (iw0 + kw * dw) * channels, cg * item)
+                        else:
+                            memset(dst + kw * cg, 0, cg * item)
+                dst += run
+
+
+def im2row(const scalar[:, :, :, :, ::1] xt, scalar[:, ::1] rows, kernel, stride, dilation, pad,
+           out_spatial, Py_ssize_t input_rows, Py_ssize_t a_base, Py_ssize_t groups=1,
+           Py_ssize_t p0=0, Py_ssize_t npos=-1):
+    """Row matrix of a channels-last slab: one receptive field per row.
+
+    Parameters
+    ----------
+    xt : ndarray, (na, nb, H2, W2, C), C-contiguous
+        Input rows ``a_base .. a_base + na`` (along A) of nb images.
+    rows : ndarray, (nb * npos, groups * Kg), C-contiguous, same dtype
+        Overwritten.  Row order (a, image, h2, w2); column order
+        (group, ka, kh, kw, channel in group), ``Kg = kernel volume * C / groups``.
+    kernel, stride, dilation, pad, out_spatial : 3-tuples of int
+        Geometry along (A, H2, W2); ``pad`` is the padding before.
+    input_rows : int
+        Size of the whole input along A (what lies outside is padding).
+    a_base : int
+        Index along A of the slab's first row.
+    p0, npos : int
+        Flattened output positions (over ``out_spatial``) to fill; with
+        ``nb > 1`` they must be whole rows along A.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> xt = np.arange(4.0).reshape(4, 1, 1, 1, 1)   # a 1-d signal along A
+    >>> rows = np.empty((3, 2))
+    >>> _ = im2row(xt, rows, (2, 1, 1), (1, 1, 1), (1, 1, 1), (0, 0, 0), (3, 1, 1), 4, 0)
+    >>> rows
+    array([[0., 1.],
+           [1., 2.],
+           [2., 3.]])
+    """
+    cdef Geometry g = _geometry((input_rows, xt.shape[2], xt.shape[3]), kernel, stride, dilation,
+                                pad, out_spatial)
+    cdef Py_ssize_t nb = xt.shape[1], channels = xt.shape[4]
+    cdef Py_ssize_t inner = g.out[1] * g.out[2], positions = g.out[0] * inner
+    cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2], r, rr, b, p, q, t, lo, hi
+    npos = positions - p0 if npos < 0 else npos
+    if groups < 1 or channels % groups:
+        raise ValueError(f"groups={groups} must divide the {channels} channels")
+    if p0 < 0 or npos < 0 or p0 + npos > positions or \
+            (nb > 1 and (inner == 0 or p0 % inner or npos % inner)):
+        raise ValueError(f"positions [{p0}, {p0 + npos}) invalid for {positions} outputs of "
+                         f"{nb} images (several images need whole rows along A)")
+    if rows.shape[0] != nb * npos or rows.shape[1] != taps * channels:
+        raise ValueError(f"rows has shape ({rows.shape[0]}, {rows.shape[1]}), expected "
+                         f"({nb * npos}, {taps * channels})")
+    if npos and nb and inner:
+        # the slab must hold every input row these outputs read
+        lo = (p0 // inner) * g.s[0] - g.pad[0]
+        hi = ((p0 + npos - 1) // inner) * g.s[0] + (g.k[0] - 1) * g.dil[0] - g.pad[0] + 1
+        lo, hi = max(lo, 0), min(hi, input_rows)
+        if lo < hi and (lo < a_base or hi > a_base + xt.shape[0]):
+            raise ValueError(f"slab rows [{a_base}, {a_base + xt.shape[0]}) do not cover the "
+                             f"input rows [{lo}, {hi}) these outputs read")
+    if rows.shape[0] == 0 or rows.shape[1] == 0:
+        return rows.base
+    with nogil:
+        for r in range(nb * npos):
+            if nb == 1:
+                b = 0
+                p = p0 + r
+            else:
+                t = r // (nb * inner)
+                rr = r - t * nb * inner
+                b = rr // inner
+                p = p0 + t * inner + (rr - b * inner)
+            q = p % inner
+            _fill_row(&xt[0, 0, 0, 0, 0], &rows[r, 0], b, p // inner, q // g.out[2],
+                      q % g.out[2], nb, channels, groups, a_base, &g)
+    return rows.base

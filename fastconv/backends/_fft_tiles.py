@@ -1,0 +1,119 @@
+"""Copying tiles between the caller's arrays and the FFT backend's buffers.
+
+A :class:`Tiles` is built once per call: it precomputes strided views of
+``x`` (the overlapping input tiles that lie wholly inside it along the last
+axis) and of ``out`` (the output blocks of whole tiles), so that copying one
+chunk costs a few slices and one ``np.copyto`` each way.  Tiles that touch
+the zero padding along the last axis are copied one by one.
+
+Chunks are ``(first batch item, end, leading tile indices, first tile, end
+tile)``: a run of tiles along the last axis for a block of batch items.
+Buffers are laid out ``(batch, tile, channel, *tile_shape)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+def chunks(problem, plan):
+    """Every chunk of the call, in order."""
+    last = plan.axes[-1].count
+    batch = problem.batch
+    return [(b, min(b + plan.chunk_batch, batch), lead, t, min(t + plan.chunk_tiles, last))
+            for b in range(0, batch, plan.chunk_batch)
+            for lead in np.ndindex(*(a.count for a in plan.axes[:-1]))
+            for t in range(0, last, plan.chunk_tiles)]
+
+
+def _clip(start, size, n):
+    """Source [lo, hi) inside [0, n) of a window [start, start + size), and its offset."""
+    lo, hi = max(start, 0), min(start + size, n)
+    return lo, max(hi, lo), lo - start
+
+
+def _split(array, step, count, size, start, writeable):
+    """View of ``count`` windows of ``size`` every ``step`` along the last axis, moved to axis 1."""
+    region = array[..., start:]
+    stride = region.strides[-1]
+    view = as_strided(region, region.shape[:-1] + (count, size),
+                      region.strides[:-1] + (step * stride, stride), writeable=writeable)
+    return np.moveaxis(view, -2, 1)
+
+
+class Tiles:
+    """Gather input tiles from ``x`` and scatter output tiles into ``out``."""
+
+    def __init__(self, x, out, plan):
+        self.x, self.out, self.plan = x, out, plan
+        *lead, a = plan.axes
+        # leading axes: per tile index, (source slice of x, destination slice, clipped?)
+        self.lead_in = [[self._lead_window(t, ax) for t in range(ax.count)] for ax in lead]
+        self.lead_out = [[(slice(t * ax.per_tile, t * ax.per_tile + self._count(t, ax)),
+                           slice(0, self._count(t, ax) * ax.stride, ax.stride))
+                          for t in range(ax.count)] for ax in lead]
+        starts = [t * a.step - a.offset for t in range(a.count)]
+        inside = [t for t, s in enumerate(starts) if s >= 0 and s + a.size <= a.length]
+        self.inside = (inside[0], inside[-1] + 1) if inside else (0, 0)
+        self.starts = starts
+        self.x_tiles = (_split(x, a.step, len(inside), a.size, starts[inside[0]], False)
+                        if inside else None)
+        self.full = a.outputs // a.per_tile        # tiles whose outputs are all in range
+        self.out_tiles = (_split(out, a.per_tile, self.full, a.per_tile, 0, True)
+                          if self.full else None)
+        self.last_src = slice(0, a.per_tile * a.stride, a.stride)
+
+    @staticmethod
+    def _lead_window(t, ax):
+        lo, hi, at = _clip(t * ax.step - ax.offset, ax.size, ax.length)
+        return slice(lo, hi), slice(at, at + hi - lo), hi - lo < ax.size
+
+    @staticmethod
+    def _count(t, ax):
+        return min(ax.per_tile, ax.outputs - t * ax.per_tile)
+
+    def gather(self, xbuf, chunk):
+        """Fill ``xbuf`` with the input tiles of ``chunk``."""
+        b0, b1, lead, t0, t1 = chunk
+        windows = [table[t] for table, t in zip(self.lead_in, lead)]
+        src = tuple(w[0] for w in windows)
+        dst = tuple(w[1] for w in windows)
+        clipped = any(w[2] for w in windows)
+        nb = b1 - b0
+        if clipped:
+            xbuf[:nb, : t1 - t0].fill(0)
+        i0, i1 = max(t0, self.inside[0]), min(t1, self.inside[1])
+        if i1 > i0:
+            k0 = self.inside[0]
+            np.copyto(xbuf[(slice(0, nb), slice(i0 - t0, i1 - t0), slice(None)) + dst],
+                      self.x_tiles[(slice(b0, b1), slice(i0 - k0, i1 - k0), slice(None)) + src])
+        a = self.plan.axes[-1]
+        for t in range(t0, t1):
+            if i0 <= t < i1:
+                continue
+            lo, hi, at = _clip(self.starts[t], a.size, a.length)
+            tile = xbuf[(slice(0, nb), t - t0, slice(None)) + dst]
+            if not clipped:
+                tile.fill(0)
+            if hi > lo:
+                tile[..., at:at + hi - lo] = self.x[(slice(b0, b1), slice(None)) + src][..., lo:hi]
+
+    def scatter(self, ybuf, chunk):
+        """Copy the valid, strided outputs of the chunk's tiles from ``ybuf`` into ``out``."""
+        b0, b1, lead, t0, t1 = chunk
+        windows = [table[t] for table, t in zip(self.lead_out, lead)]
+        dst = tuple(w[0] for w in windows)
+        src = tuple(w[1] for w in windows)
+        nb = b1 - b0
+        end = min(t1, self.full)
+        if end > t0:
+            np.copyto(self.out_tiles[(slice(b0, b1), slice(t0, end), slice(None)) + dst],
+                      ybuf[(slice(0, nb), slice(0, end - t0), slice(None)) + src
+                           + (self.last_src,)])
+        a = self.plan.axes[-1]
+        for t in range(max(end, t0), t1):
+            start = t * a.per_tile
+            count = a.outputs - start
+            self.out[(slice(b0, b1), slice(None)) + dst + (slice(start, start + count),)] = \
+                ybuf[(slice(0, nb), t - t0, slice(None)) + src
+                     + (slice(0, count * a.stride, a.stride),)]

@@ -1,0 +1,483 @@
+"""im2col + GEMM: lower the correlation to matrix products on BLAS.
+
+Two ways to lay out the lowered input, both built by the Cython kernels of
+:mod:`fastconv._im2col` without ever padding the input:
+
+``rows`` (the fast path)
+    A block of images is copied channels-last, then each output position's
+    receptive field becomes one contiguous *row* (a few long memcpys).  BLAS
+    reads the row matrix transposed, its fastest orientation here, and
+    writes the result straight into ``out`` when a block is one image.
+    When the stride along the first spatial axis (A) is 1 and the other taps
+    hold enough channels, the A axis is not expanded at all: kernel tap
+    ``ka`` of the A axis is the same row matrix shifted by ``ka * dilation``
+    rows along A, so ``K_A`` GEMMs accumulate (beta = 1) on a matrix ``K_A``
+    times smaller than full im2col.  GEMM goes straight to BLAS through the
+    routines scipy exports, so a whole block runs without the GIL.
+``columns`` (the general fallback)
+    Classic im2col, ``(C*K) x (images*P)`` from NCHW, and numpy ``matmul``;
+    used where one row of the output along A would not fit the workspace
+    cap (it can split a single row) or a dimension outgrows BLAS's 32-bit
+    ints.  :func:`im2col` / :func:`col2im` expose its layout for gradients.
+
+Every block's scratch stays under :func:`fastconv._config.get_workspace_bytes`
+and near a cache-friendly size; BLAS threads follow the thread budget.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .. import _config
+from ..problem import FAST_DTYPES
+
+NAME = "im2col"
+
+try:
+    from .. import _im2col
+    UNAVAILABLE_REASON = ""
+except ImportError as exc:  # the extension was not compiled
+    _im2col = None
+    UNAVAILABLE_REASON = (f"the Cython extension fastconv._im2col is not built ({exc}); "
+                          "install with `pip install .` or run `python setup.py build_ext --inplace`")
+
+#: scratch per block the planner aims for (bytes): large enough for efficient GEMMs,
+#: small enough that what im2col wrote is still in cache when BLAS reads it
+TARGET_BLOCK_BYTES = 8 << 20
+#: from this many output positions per image, blocks are single images written
+#: straight into ``out`` (no reordering copy)
+PER_IMAGE_MIN_POSITIONS = 1024
+#: the A axis is left unexpanded (shifted GEMMs) only when each GEMM still
+#: reduces over at least this many products; smaller ones run far below peak
+SHIFT_MIN_DEPTH = 128
+#: for at most this many output channels per group, OpenBLAS runs the GEMM 5-20 %
+#: faster with its (positions, O) result channels-last, which then costs a
+#: transpose into ``out``: worth it from this many products per output
+CHANNELS_LAST_MAX_CHANNELS = 64
+CHANNELS_LAST_MIN_DEPTH = 256
+
+
+def available() -> bool:
+    return _im2col is not None
+
+
+def supports(problem) -> bool:
+    return problem.dtype in FAST_DTYPES and 1 <= problem.ndim <= 3
+
+
+def cost(problem) -> float:
+    from .. import costs
+    return costs.estimate(NAME, problem)
+
+
+# ---------------------------------------------------------------- plans
+
+@dataclass(frozen=True)
+class RowsPlan:
+    """Channels-last blocks: see the module docstring."""
+
+    x4: tuple          # input viewed as (N, C, A, S), S = H2 * W2
+    inner: tuple       # (H2, W2)
+    geometry: tuple    # (kernel, stride, dilation, pad, out) along (A, H2, W2), as im2row sees it
+    taps: int          # GEMMs per group: K_A when the A axis is shifted, else 1
+    channels_last: bool  # GEMM result as (positions, O), BLAS's faster orientation
+    dilation_a: int    # row shift between taps, in rows along A
+    extra_rows: int    # rows along A a block reads beyond its outputs (shifted taps)
+    weights: tuple     # transpose and shape that arrange w as (taps, G, Kg, Og)
+    depth: int         # row length G * Kg
+    inner_positions: int
+    images: int        # images per block
+    a_rows: int        # output rows along A per block
+    workspace: int     # bytes of the largest block's scratch
+
+
+@dataclass(frozen=True)
+class ColumnsPlan:
+    """NCHW column matrix, blocks of whole images or position ranges of one image."""
+
+    x5: tuple          # input shape (N, C, D, H, W)
+    geometry: tuple    # (kernel, stride, dilation, pad, out), each (d, h, w)
+    rows: int          # C * K
+    positions: int     # P
+    images: int
+    span: int          # positions per block (P unless one image is split)
+    workspace: int
+
+
+def _pad3(values, fill, layout):
+    """Spread per-axis values onto (A, H2, W2): 1-d -> (w, -, -), 2-d -> (h, -, w)."""
+    values = tuple(values)
+    if layout == 1:
+        return (values[0], fill, fill)
+    if layout == 2:
+        return (values[0], fill, values[1])
+    return values
+
+
+def _lead3(values, fill):
+    return (fill,) * (3 - len(values)) + tuple(values)
+
+
+@lru_cache(maxsize=256)
+def plan(problem, workspace: int):
+    """How :func:`correlate` cuts ``problem`` into blocks under ``workspace`` bytes.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((128, 64, 12, 12), (64, 64, 5, 5), "float32", padding=2)
+    >>> type(plan(p, 256 << 20)).__name__, plan(p, 256 << 20).taps
+    ('RowsPlan', 5)
+    """
+    rows = _rows_plan(problem, workspace)
+    return rows if rows is not None else _columns_plan(problem, workspace)
+
+
+def _rows_plan(problem, workspace):
+    d = problem.ndim
+    n, c = problem.x_shape[:2]
+    o, g = problem.out_channels, problem.groups
+    cg, item = c // g, problem.dtype.itemsize
+    size = _pad3(problem.spatial, 1, d)
+    kernel = _pad3(problem.kernel, 1, d)
+    stride = _pad3(problem.stride, 1, d)
+    dilation = _pad3(problem.dilation, 1, d)
+    pad = _pad3(tuple(p[0] for p in problem.padding), 0, d)
+    out = _pad3(problem.out_spatial, 1, d)
+    inner_positions = out[1] * out[2]
+    inner_taps = kernel[1] * kernel[2]
+    shift = stride[0] == 1 and kernel[0] > 1 and inner_taps * cg >= SHIFT_MIN_DEPTH
+    # the orientation BLAS runs faster for few output channels costs a transpose
+    # of the output: worth it only when each output sums enough products
+    channels_last = (o // g <= CHANNELS_LAST_MAX_CHANNELS
+                     and cg * math.prod(kernel) >= CHANNELS_LAST_MIN_DEPTH)
+    if shift:  # im2row sees the A axis as kernel 1: one row per padded input row
+        extra = (kernel[0] - 1) * dilation[0]
+        geometry = ((1, kernel[1], kernel[2]), (1, stride[1], stride[2]),
+                    (1, dilation[1], dilation[2]), pad, (out[0] + extra, out[1], out[2]))
+        taps, kg = kernel[0], inner_taps * cg
+    else:
+        extra, geometry = 0, (kernel, stride, dilation, pad, out)
+        taps, kg = 1, math.prod(kernel) * cg
+    depth = g * kg
+    # w viewed as (g, og, cg, ka, kh, kw); taps in the row matrix's (ka, kh, kw, cg) order
+    order = {(True, True): (3, 0, 4, 5, 2, 1), (True, False): (3, 0, 1, 4, 5, 2),
+             (False, True): (0, 3, 4, 5, 2, 1), (False, False): (0, 1, 3, 4, 5, 2)}
+    weights = (order[shift, channels_last],
+               (taps, g, kg, o // g) if channels_last else (taps, g, o // g, kg))
+    plane = size[1] * size[2]
+
+    def scratch(images, a_rows):
+        row_count = (a_rows + extra) * images * inner_positions
+        k, s, dl = geometry[0][0], geometry[1][0], geometry[2][0]
+        slab = min(size[0], (a_rows + extra - 1) * s + (k - 1) * dl + 1)
+        total = row_count * depth
+        if c > 1 or images > 1:
+            total += slab * images * plane * c
+        if images > 1 or (channels_last and o > 1):  # the GEMM result, before it moves to out
+            total += o * a_rows * images * inner_positions
+        return total * item
+
+    budget = min(TARGET_BLOCK_BYTES, workspace)
+    images, a_rows = 1, out[0]
+    if inner_positions * out[0] < PER_IMAGE_MIN_POSITIONS and n > 1:
+        per_image = scratch(2, out[0]) - scratch(1, out[0])
+        images = int(min(n, max(1, budget // max(per_image, 1))))
+    if images == 1:
+        a_rows = max(1, min(out[0], _largest(lambda r: scratch(1, r) <= budget, out[0])))
+    if scratch(images, a_rows) > workspace:
+        return None  # even one row along A is too big: the columns path splits rows
+    blas_dims = (depth, inner_positions * out[0], a_rows * images * inner_positions)
+    if max(blas_dims) > _im2col.BLAS_MAX_DIM:
+        return None
+    return RowsPlan(
+        x4=(n, c, size[0], plane), inner=(size[1], size[2]), geometry=geometry, taps=taps,
+        channels_last=channels_last,
+        dilation_a=dilation[0], extra_rows=extra, weights=weights, depth=depth,
+        inner_positions=inner_positions, images=images, a_rows=a_rows,
+        workspace=scratch(images, a_rows))
+
+
+def _largest(fits, upper):
+    """Largest r in [1, upper] with fits(r) (fits is monotone); 1 if none."""
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _columns_plan(problem, workspace):
+    n, c = problem.x_shape[:2]
+    o = problem.out_channels
+    rows = c * math.prod(problem.kernel)
+    positions = math.prod(problem.out_spatial)
+    column_bytes = max((rows + o) * problem.dtype.itemsize, 1)  # columns + GEMM result
+    cap = max(workspace // column_bytes, 1)
+    columns = min(cap, max(TARGET_BLOCK_BYTES // column_bytes, positions))
+    if columns >= positions:
+        images, span = min(max(columns // max(positions, 1), 1), max(n, 1)), positions
+    else:  # one image is larger than the cap: split it by output positions
+        images, span = 1, columns
+    return ColumnsPlan(
+        x5=(n, c) + _lead3(problem.spatial, 1),
+        geometry=(_lead3(problem.kernel, 1), _lead3(problem.stride, 1),
+                  _lead3(problem.dilation, 1), _lead3(tuple(p[0] for p in problem.padding), 0),
+                  _lead3(problem.out_spatial, 1)),
+        rows=rows, positions=positions, images=images, span=span,
+        workspace=images * span * column_bytes)
+
+
+# ---------------------------------------------------------------- correlate
+
+def correlate(x, w, problem, out=None):
+    """Canonical correlation by im2col + GEMM.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 5), (1, 1, 2), "float64")
+    >>> correlate(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 2)), p)
+    array([[[1., 3., 5., 7.]]])
+    """
+    _ensure_blas()
+    blocks = plan(problem, _config.get_workspace_bytes())
+    result = out if out is not None and out.flags.c_contiguous and out.flags.writeable else \
+        np.empty(problem.out_shape, problem.dtype)
+    if result.size:
+        x = np.ascontiguousarray(x, dtype=problem.dtype)
+        w = np.ascontiguousarray(w, dtype=problem.dtype)
+        out3 = result.reshape(problem.batch, problem.out_channels, -1)
+        if problem.w_shape[1] == 0 or 0 in problem.kernel:
+            out3.fill(0)
+        else:
+            with blas_threads(_config.get_num_threads()):
+                if isinstance(blocks, RowsPlan):
+                    _run_rows(x, w, out3, problem, blocks)
+                else:
+                    _run_columns(x, w, out3, problem, blocks)
+    if out is not None and result is not out:
+        out[...] = result
+        return out
+    return result
+
+
+def _arrange_weights(w, problem, p):
+    """w as (taps, G, Kg, Og), Kg in the row matrix's (ka, kh, kw, channel) order."""
+    o, cg, g = problem.out_channels, problem.w_shape[1], problem.groups
+    kernel = _pad3(problem.kernel, 1, problem.ndim)
+    w6 = w.reshape((g, o // g, cg) + kernel)
+    order, shape = p.weights
+    return np.ascontiguousarray(w6.transpose(order)).reshape(shape)
+
+
+def _run_rows(x, w, out3, problem, p):
+    n, c, a_size, plane = p.x4
+    o, pin = problem.out_channels, p.inner_positions
+    x4 = x.reshape(p.x4)
+    weights = _arrange_weights(w, problem, p)
+    kernel, stride, dilation, pad, out_rows = p.geometry
+    oa_total = out_rows[0] - p.extra_rows
+    row_buffer = np.empty(p.workspace // problem.dtype.itemsize, problem.dtype)
+    for b0 in range(0, n, p.images):
+        nb = min(p.images, n - b0)
+        for oa0 in range(0, oa_total, p.a_rows):
+            na = min(p.a_rows, oa_total - oa0)
+            nr = na + p.extra_rows  # rows along A that im2row fills
+            lo = max(oa0 * stride[0] - pad[0], 0)
+            hi = min((oa0 + nr - 1) * stride[0] + (kernel[0] - 1) * dilation[0] - pad[0] + 1,
+                     a_size)
+            hi = max(hi, lo)
+            free = row_buffer
+            if c == 1 and nb == 1:
+                slab = x4[b0, 0, lo:hi].reshape((hi - lo, 1) + p.inner + (1,))
+            else:
+                size = (hi - lo) * nb * plane * c
+                slab = free[:size].reshape((hi - lo, nb) + p.inner + (c,))
+                free = free[size:]
+                _im2col.to_channels_last(x4, slab.reshape(hi - lo, nb, plane, c), b0, lo)
+            count = nr * nb * pin
+            rows = free[:count * p.depth].reshape(count, p.depth)
+            free = free[count * p.depth:]
+            _im2col.im2row(slab, rows, kernel, stride, dilation, pad, out_rows, a_size, lo,
+                           groups=problem.groups, p0=oa0 * pin, npos=nr * pin)
+            m = na * nb * pin
+            _gemm_into_out(rows, weights, free, out3, b0, nb, oa0 * pin, m, pin,
+                           p.dilation_a * nb * pin, p.channels_last)
+
+
+def _gemm_into_out(rows, weights, free, out3, b0, nb, p0, m, pin, shift, channels_last):
+    """GEMM of one block, straight into ``out`` when the layouts allow, else via ``free``."""
+    o = out3.shape[1]
+    if channels_last and o == 1 and nb == 1:  # one channel: both layouts coincide
+        _im2col.gemm_rows(rows, weights, out3[b0, 0, p0:p0 + m, None], m, shift)
+    elif channels_last:
+        block = free[:m * o].reshape(m, o)
+        _im2col.gemm_rows(rows, weights, block, m, shift)
+        _im2col.rows_to_output(block, out3, b0, nb, p0, pin)
+    elif nb == 1:  # out3[b0] is (O, P): its rows are ldc = P apart
+        _im2col.gemm_rows(rows, weights, out3[b0, :, p0:p0 + m], m, shift, channels_last=False)
+    else:
+        block = free[:m * o].reshape(o, m)
+        _im2col.gemm_rows(rows, weights, block, m, shift, channels_last=False)
+        _im2col.columns_to_output(block, out3, b0, nb, p0, pin)
+
+
+def _run_columns(x, w, out3, problem, p):
+    n, o, positions = out3.shape
+    g = problem.groups
+    x5 = x.reshape(p.x5)
+    w3 = w.reshape(g, o // g, -1)
+    block_columns = p.images * p.span
+    buffer = np.empty(p.rows * block_columns, x5.dtype)
+    product = np.empty(o * block_columns, x5.dtype)
+    for b0 in range(0, n, p.images):
+        nb = min(p.images, n - b0)
+        for p0 in range(0, positions, p.span):
+            npos = min(p.span, positions - p0)
+            ncols = nb * npos
+            cols = buffer[:p.rows * ncols].reshape(p.rows, ncols)
+            _im2col.im2col(x5, cols, *p.geometry, b0=b0, nb=nb, p0=p0, npos=npos)
+            prod = product[:o * ncols].reshape(g, -1, ncols)
+            np.matmul(w3, cols.reshape(g, -1, ncols), out=prod)
+            out3[b0:b0 + nb, :, p0:p0 + npos] = prod.reshape(o, nb, npos).transpose(1, 0, 2)
+
+
+# ---------------------------------------------------------------- BLAS
+
+_blas_lock = threading.Lock()
+_blas_state = {"loaded": False, "controllers": None, "active": 0, "saved": None}
+
+
+def _ensure_blas():
+    """Bind scipy's BLAS for the kernels, once (importing scipy.linalg is slow)."""
+    if not _blas_state["loaded"]:
+        _im2col.load_blas()
+        _blas_state["loaded"] = True
+
+
+def _blas_controllers():
+    """threadpoolctl's BLAS controllers (numpy's and scipy's), found once."""
+    if _blas_state["controllers"] is None:
+        _ensure_blas()  # scipy's BLAS must be loaded to be found
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas_state["controllers"] = ThreadpoolController().select(user_api="blas") \
+                .lib_controllers
+        except Exception:  # no threadpoolctl or an unknown BLAS: leave BLAS alone
+            _blas_state["controllers"] = []
+    return _blas_state["controllers"]
+
+
+class blas_threads:
+    """Run BLAS with ``n`` threads inside a ``with``, touching it only if needed.
+
+    threadpoolctl's ``threadpool_limits`` costs about half a millisecond, so
+    this calls the library controllers directly (a microsecond or two), and
+    only when the current setting differs.  The setting is process-wide:
+    while any call has changed it, the value found before the first of them
+    is kept and restored when the last one leaves, so concurrent callers
+    never leak their budget.  The ``with`` value is ``n``.
+
+    Examples
+    --------
+    >>> with blas_threads(1) as n:
+    ...     n
+    1
+    """
+
+    __slots__ = ("n", "tracked")
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.tracked = False
+
+    def __enter__(self):
+        controllers = _blas_controllers()
+        if not controllers:
+            return self.n
+        with _blas_lock:
+            current = [ctl.num_threads for ctl in controllers]
+            if _blas_state["active"] == 0 and all(t == self.n for t in current):
+                return self.n
+            if _blas_state["active"] == 0:
+                _blas_state["saved"] = current
+            _blas_state["active"] += 1
+            self.tracked = True
+            for ctl, t in zip(controllers, current):
+                if t != self.n:
+                    ctl.set_num_threads(self.n)
+        return self.n
+
+    def __exit__(self, *exc):
+        if not self.tracked:
+            return
+        self.tracked = False
+        with _blas_lock:
+            _blas_state["active"] -= 1
+            if _blas_state["active"] == 0:
+                for ctl, t in zip(_blas_state["controllers"], _blas_state["saved"]):
+                    ctl.set_num_threads(t)
+
+
+# ---------------------------------------------------------------- im2col / col2im for gradients
+
+def _columns_geometry(problem):
+    return (_lead3(problem.kernel, 1), _lead3(problem.stride, 1), _lead3(problem.dilation, 1),
+            _lead3(tuple(p[0] for p in problem.padding), 0), _lead3(problem.out_spatial, 1))
+
+
+def _x5(problem):
+    return problem.x_shape[:2] + _lead3(problem.spatial, 1)
+
+
+def im2col(x, problem, out=None):
+    """The full column matrix of ``x`` for ``problem``: ``(C*K, N*P)``.
+
+    Row ``c*K + tap`` (taps in C order), column ``b*P + p``: the classic
+    layout the gradient code builds on.  ``out`` (C-contiguous) is
+    overwritten when given.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 4), (1, 1, 2), "float64")
+    >>> im2col(np.arange(4.0).reshape(1, 1, 4), p)
+    array([[0., 1., 2.],
+           [1., 2., 3.]])
+    """
+    x5 = np.ascontiguousarray(x, dtype=problem.dtype).reshape(_x5(problem))
+    shape = (problem.in_channels * math.prod(problem.kernel),
+             problem.batch * math.prod(problem.out_spatial))
+    cols = np.empty(shape, problem.dtype) if out is None else out
+    _im2col.im2col(x5, cols, *_columns_geometry(problem))
+    return cols
+
+
+def col2im(cols, problem, out=None):
+    """Adjoint of :func:`im2col`: scatter-add columns into an input-shaped array.
+
+    ``out`` (shape ``problem.x_shape``, C-contiguous) is accumulated into;
+    without it a zero array is made.  Entries that came from padding are
+    dropped.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 4), (1, 1, 2), "float64")
+    >>> col2im(np.ones((2, 3)), p)
+    array([[[1., 2., 2., 1.]]])
+    """
+    result = np.zeros(problem.x_shape, problem.dtype) if out is None else out
+    if not result.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    cols = np.ascontiguousarray(cols, dtype=problem.dtype)
+    _im2col.col2im(cols, result.reshape(_x5(problem)), *_columns_geometry(problem))
+    return result

@@ -1,0 +1,312 @@
+"""The fft backend beyond the shared table: tiles, plans, threads, fallback, data checks."""
+import threading
+
+import numpy as np
+import pytest
+
+from fastconv import _config
+from fastconv.backends import _fft_layout, _fft_plans, fft, reference
+from fastconv.problem import make_problem
+
+TOL = {"float32": 2e-4, "complex64": 2e-4, "float64": 1e-10, "complex128": 1e-10}
+
+
+def _data(rng, shape, dtype):
+    dtype = np.dtype(dtype)
+    data = rng.standard_normal(shape)
+    if dtype.kind == "c":
+        data = data + 1j * rng.standard_normal(shape)
+    return data.astype(dtype)
+
+
+def _case(x_shape, w_shape, dtype="float64", seed=0, **geometry):
+    problem = make_problem(x_shape, w_shape, dtype, **geometry)
+    rng = np.random.default_rng(seed)
+    return problem, _data(rng, x_shape, dtype), _data(rng, w_shape, dtype)
+
+
+def _assert_close(got, want, dtype):
+    tol = TOL[np.dtype(dtype).name]
+    scale = max(np.abs(want).max(), 1.0)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+@pytest.fixture
+def forced_tiles(monkeypatch):
+    """Make the backend use a given tiling instead of the one its model picks."""
+    def force(problem, sizes, **chunk):
+        chosen = _fft_layout.tiling(problem, sizes, **chunk)
+        monkeypatch.setattr(fft, "_layout", lambda p: chosen if p == problem else None)
+        return chosen
+    return force
+
+
+# --- overlap-save tiles ------------------------------------------------------------------
+
+def test_long_1d_uses_tiles_and_matches_reference():
+    problem, x, w = _case((1, 1, 40000), (1, 1, 700), padding=((350, 349),))
+    chosen = fft._layout(problem)
+    assert chosen.tiles > 1
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+
+
+def test_large_2d_uses_tiles_and_matches_reference():
+    problem, x, w = _case((1, 1, 600, 500), (1, 1, 9, 9), padding=4)
+    assert fft._layout(problem).tiles > 1
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+
+
+TILINGS = [
+    # x_shape, w_shape, geometry, tile sizes, chunk
+    ((2, 1, 300), (1, 1, 17), dict(padding=8), (64,), dict(chunk_tiles=3)),
+    ((1, 2, 257), (3, 2, 9), dict(padding=((20, 3),), stride=3, dilation=2), (64,), {}),
+    ((3, 1, 100), (1, 1, 5), dict(padding=40), (16,), dict(chunk_tiles=2, chunk_batch=2)),
+    ((1, 1, 70, 90), (1, 1, 7, 5), dict(padding=((3, 3), (2, 2))), (32, 16), dict(chunk_tiles=2)),
+    ((2, 3, 45, 38), (4, 3, 5, 4), dict(padding=((0, 4), (6, 1)), stride=(2, 3)), (16, 32), {}),
+    ((1, 4, 40, 33), (4, 2, 3, 3), dict(padding=1, dilation=(3, 2), groups=2), (16, 64), {}),
+    ((1, 2, 30, 26, 21), (2, 2, 5, 3, 4), dict(padding=((2, 2), (1, 1), (3, 0)), stride=(1, 2, 2)),
+     (16, 8, 32), dict(chunk_tiles=1)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex64"])
+@pytest.mark.parametrize("row", TILINGS, ids=lambda r: "x".join(map(str, r[0][2:])) if
+                         isinstance(r, tuple) else None)
+def test_forced_tilings_match_reference(forced_tiles, row, dtype):
+    x_shape, w_shape, geometry, sizes, chunk = row
+    problem, x, w = _case(x_shape, w_shape, dtype, **geometry)
+    chosen = forced_tiles(problem, sizes, **chunk)
+    assert chosen.tiles > 1
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), dtype)
+
+
+def test_single_tile_wraps_trailing_padding(forced_tiles):
+    # 'full' correlation: the transform holds n + max(pad) points, not n + 2 * pad
+    problem, x, w = _case((1, 1, 50), (1, 1, 21), padding=20)
+    chosen = forced_tiles(problem, (70,))
+    assert chosen.tiles == 1 and chosen.shape == (70,)
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+
+
+# --- geometry, dtypes, out= ---------------------------------------------------------------
+
+@pytest.mark.parametrize("stride,dilation,padding", [
+    (2, 1, 3), (5, 1, 0), (3, 2, ((4, 1), (0, 6))), ((1, 4), (2, 1), 2), (7, 1, 3)])
+def test_stride_and_dilation(stride, dilation, padding):
+    problem, x, w = _case((2, 3, 29, 31), (2, 3, 4, 5), stride=stride, dilation=dilation,
+                          padding=padding)
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_is_not_conjugated(dtype):
+    problem, x, w = _case((1, 2, 23, 19), (3, 2, 4, 3), dtype, padding=2)
+    got = fft.correlate(x, w, problem)
+    assert got.dtype == np.dtype(dtype)
+    want = reference.correlate(x, w, problem)
+    _assert_close(got, want, dtype)
+    # conjugating the kernel would give a visibly different answer
+    assert not np.allclose(got, reference.correlate(x, np.conj(w), problem), rtol=1e-3)
+
+
+def test_float32_computes_in_float32():
+    problem, x, w = _case((1, 1, 64, 64), (1, 1, 9, 9), "float32", padding=4)
+    got = fft.correlate(x, w, problem)
+    assert got.dtype == np.float32
+    _assert_close(got, reference.correlate(x, w, problem), "float32")
+
+
+def test_out_argument_contiguous_and_strided():
+    problem, x, w = _case((2, 3, 20, 21), (4, 3, 5, 5), padding=2)
+    want = reference.correlate(x, w, problem)
+    out = np.full(problem.out_shape, np.nan)
+    assert fft.correlate(x, w, problem, out=out) is out
+    _assert_close(out, want, "float64")
+    big = np.full(problem.out_shape[:-1] + (2 * problem.out_shape[-1],), np.nan)
+    strided = big[..., ::2]
+    fft.correlate(x, w, problem, out=strided)
+    _assert_close(strided, want, "float64")
+    assert np.isnan(big[..., 1::2]).all()
+
+
+def test_inputs_are_not_modified():
+    problem, x, w = _case((2, 2, 30), (2, 2, 7), padding=3)
+    x_ro, w_ro = x.copy(), w.copy()
+    x_ro.flags.writeable = w_ro.flags.writeable = False
+    fft.correlate(x_ro, w_ro, problem)
+    np.testing.assert_array_equal(x_ro, x)
+    np.testing.assert_array_equal(w_ro, w)
+
+
+def test_empty_batch():
+    problem = make_problem((0, 1, 10), (1, 1, 3), "float64")
+    assert fft.correlate(np.empty((0, 1, 10)), np.ones((1, 1, 3)), problem).shape == (0, 1, 8)
+
+
+# --- plans, pool, threads ------------------------------------------------------------------
+
+def test_plan_cache_reuses_workspaces():
+    _fft_plans.clear()
+    problem, x, w = _case((1, 1, 64, 64), (1, 1, 5, 5), padding=2)
+    with _config.thread_budget(1):
+        fft.correlate(x, w, problem)
+        created = _fft_plans.STATS["created"]
+        reused = _fft_plans.STATS["reused"]
+        fft.correlate(x, w, problem)
+    assert _fft_plans.STATS["created"] == created
+    assert _fft_plans.STATS["reused"] == reused + 1
+
+
+def test_measured_plans_replace_estimated_ones(monkeypatch):
+    if _fft_plans.pyfftw is None:
+        pytest.skip("pyFFTW is not installed")
+    _fft_plans.clear()
+    monkeypatch.setattr(_fft_plans, "MEASURE_AFTER", 2)
+    monkeypatch.setattr(_fft_plans, "MEASURE_TIMELIMIT", 0.05)
+    problem, x, w = _case((1, 1, 40), (1, 1, 5), padding=2)
+    want = reference.correlate(x, w, problem)
+    measured = _fft_plans.STATS["measured"]
+    with _config.thread_budget(1):
+        for _ in range(3):
+            _assert_close(fft.correlate(x, w, problem), want, "float64")
+        _fft_plans.wait_for_planners()
+        assert _fft_plans.STATS["measured"] == measured + 1
+        created = _fft_plans.STATS["created"]
+        for _ in range(2):  # the measured workspace is the one reused now
+            _assert_close(fft.correlate(x, w, problem), want, "float64")
+    assert _fft_plans.STATS["created"] == created
+    [idle] = _fft_plans._POOL.values()  # the pool was cleared: this problem's key only
+    assert [ws.effort for ws in idle] == ["FFTW_MEASURE"]
+
+
+def test_many_python_threads_at_once():
+    shapes = [((2, 2, 50, 40), (3, 2, 7, 5)), ((1, 1, 3000), (1, 1, 101))]
+    jobs = []
+    for i in range(12):
+        x_shape, w_shape = shapes[i % 2]
+        problem, x, w = _case(x_shape, w_shape, seed=i, padding=3)
+        jobs.append((problem, x, w, reference.correlate(x, w, problem)))
+    results, errors = [None] * len(jobs), []
+    barrier = threading.Barrier(len(jobs))
+
+    def run(i):
+        problem, x, w, _ = jobs[i]
+        try:
+            barrier.wait()
+            with _config.thread_budget(1 + i % 2):
+                for _ in range(3):
+                    results[i] = fft.correlate(x, w, problem)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for (problem, x, w, want), got in zip(jobs, results):
+        _assert_close(got, want, "float64")
+
+
+def test_workers_split_chunks(forced_tiles):
+    problem, x, w = _case((2, 1, 3000), (1, 1, 33), padding=16)
+    forced_tiles(problem, (128,), chunk_tiles=2)
+    with _config.thread_budget(2):
+        got = fft.correlate(x, w, problem)
+    _assert_close(got, reference.correlate(x, w, problem), "float64")
+
+
+def test_workspace_cap_shrinks_chunks_or_refuses():
+    problem = make_problem((8, 16, 64, 64), (16, 16, 9, 9), "float64", padding=4)
+    roomy = _fft_layout.layout(problem, 1 << 30)
+    tight = _fft_layout.layout(problem, 4 << 20)
+    assert tight is not None
+    scratch = (_fft_layout.chunk_bytes(problem, tight.shape, True,
+                                       tight.chunk_tiles * tight.chunk_batch)
+               + _fft_layout.kernel_bytes(problem, tight.shape, True))
+    assert scratch <= 4 << 20 < _fft_layout.chunk_bytes(
+        problem, roomy.shape, True, roomy.chunk_tiles * roomy.chunk_batch)
+    assert _fft_layout.layout(problem, 1 << 16) is None
+
+
+# --- scipy.fft fallback ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex128"])
+@pytest.mark.parametrize("x_shape,w_shape,geometry", [
+    ((2, 3, 40), (2, 3, 6), dict(padding=3, stride=2)),
+    ((1, 2, 33, 30), (2, 1, 5, 4), dict(padding=2, groups=2, dilation=2)),
+    ((1, 1, 12, 11, 10), (1, 1, 3, 4, 3), dict(padding=1)),
+])
+def test_scipy_fallback(monkeypatch, x_shape, w_shape, geometry, dtype):
+    monkeypatch.setattr(_fft_plans, "pyfftw", None)
+    assert fft.available() and _fft_plans.engine() == "scipy"
+    problem, x, w = _case(x_shape, w_shape, dtype, **geometry)
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), dtype)
+
+
+def test_scipy_fallback_tiles(monkeypatch, forced_tiles):
+    monkeypatch.setattr(_fft_plans, "pyfftw", None)
+    problem, x, w = _case((1, 2, 500), (3, 2, 31), padding=15)
+    forced_tiles(problem, (64,), chunk_tiles=3)
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+
+
+# --- inspect: data the FFT must not take ------------------------------------------------------
+
+@pytest.mark.parametrize("where,value", [("x", np.nan), ("x", np.inf), ("w", -np.inf),
+                                         ("w", np.nan)])
+def test_inspect_rejects_nonfinite(where, value):
+    problem, x, w = _case((1, 1, 30, 30), (1, 1, 3, 3), padding=1)
+    assert fft.supports(problem)  # not looked at yet: allowed
+    target = x if where == "x" else w
+    target[0, 0, 2, 1] = value
+    inspected = fft.inspect(problem, x, w)
+    assert inspected.has_nonfinite is True
+    assert not fft.supports(inspected)
+
+
+def test_inspect_accepts_finite_data_whose_sum_overflows():
+    problem, x, w = _case((1, 1, 50), (1, 1, 3))
+    x[:] = 1e308
+    inspected = fft.inspect(problem, x, w)
+    assert inspected.has_nonfinite is False
+    assert fft.supports(inspected)
+
+
+def test_integer_bound_limits_exactness():
+    problem = make_problem((1, 1, 256, 256), (1, 1, 9, 9), "float64", padding=4)
+    limit = fft.exact_integer_bound(problem)
+    assert 2.0**38 < limit < 2.0**46
+    assert fft.supports(problem.with_facts(int_bound=2.0**30))
+    assert not fft.supports(problem.with_facts(int_bound=2.0**52))
+    # float32 transforms stay exact for far smaller sums
+    single = make_problem((1, 1, 256, 256), (1, 1, 9, 9), "float32", padding=4)
+    assert fft.exact_integer_bound(single) < 2.0**20
+
+
+@pytest.mark.parametrize("data", ["constant", "random"])
+@pytest.mark.parametrize("x_shape,w_shape", [((1, 1, 200, 200), (1, 1, 15, 15)),
+                                             ((1, 1, 30000), (1, 1, 301))])
+def test_integer_data_at_the_bound_round_exactly(x_shape, w_shape, data):
+    problem = make_problem(x_shape, w_shape, "float64", padding=w_shape[-1] // 2)
+    taps = np.prod(w_shape)
+    # magnitudes that put the largest partial sum at the accepted bound
+    top = int(np.sqrt(fft.exact_integer_bound(problem) / taps))
+    rng = np.random.default_rng(3)
+    if data == "constant":  # every term at full size and one sign: the worst case
+        x, w = np.full(x_shape, float(top)), np.full(w_shape, float(top))
+    else:
+        x = rng.integers(-top, top + 1, x_shape).astype(np.float64)
+        w = rng.integers(-top, top + 1, w_shape).astype(np.float64)
+    bound = float(top) * top * taps
+    assert fft.supports(problem.with_facts(int_bound=bound))
+    got = np.rint(fft.correlate(x, w, problem))
+    np.testing.assert_array_equal(got, reference.correlate(x, w, problem))
+
+
+def test_model_features_follow_the_tiling():
+    problem = make_problem((1, 1, 2048, 2048), (1, 1, 17, 17), "float64", padding=8)
+    features = fft.model_features(problem)
+    assert features[0] == 1.0 and all(0 < f < 1 for f in features[1:])
+    assert sum(features[1:]) == pytest.approx(fft._layout(problem).seconds)

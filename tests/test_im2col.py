@@ -1,0 +1,336 @@
+"""The im2col backend beyond the shared table: kernels, blocking, out=, threads."""
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+from fastconv import _config
+from fastconv.backends import im2col as backend
+from fastconv.backends import reference
+from fastconv.problem import make_problem
+
+try:
+    from .cases import SHAPES, make_case
+except ImportError:  # tests/ run as plain files rather than as a package
+    from cases import SHAPES, make_case
+
+pytestmark = pytest.mark.skipif(not backend.available(), reason=backend.UNAVAILABLE_REASON or "")
+
+DTYPES = ("float32", "float64", "complex64", "complex128")
+TOLERANCE = {"float32": 2e-4, "complex64": 2e-4, "float64": 1e-10, "complex128": 1e-10}
+
+# (x_shape, w_shape, stride, padding, dilation, groups): uneven geometry on purpose
+GEOMETRIES = [
+    ((2, 3, 11), (2, 3, 4), 2, ((3, 1),), 2, 1),
+    ((2, 2, 7, 9), (4, 2, 3, 2), (2, 3), ((1, 2), (0, 3)), (1, 2), 1),
+    ((1, 4, 5, 6, 7), (2, 2, 2, 3, 2), (1, 2, 3), ((1, 0), (2, 1), (0, 2)), (2, 1, 1), 2),
+    ((1, 1, 3, 4), (1, 1, 5, 6), 1, ((4, 4), (5, 5)), 1, 1),  # kernel larger than input
+]
+
+
+def _random(rng, shape, dtype):
+    dtype = np.dtype(dtype)
+    data = rng.standard_normal(shape)
+    if dtype.kind == "c":
+        data = data + 1j * rng.standard_normal(shape)
+    return data.astype(dtype)
+
+
+def _problem(geometry, dtype):
+    x_shape, w_shape, stride, padding, dilation, groups = geometry
+    return make_problem(x_shape, w_shape, dtype, stride, padding, dilation, groups)
+
+
+def _naive_columns(x, problem):
+    """Column matrix from slices of an explicitly padded copy (the obvious way)."""
+    n, c = problem.x_shape[:2]
+    xpad = np.pad(x, ((0, 0), (0, 0)) + tuple(problem.padding))
+    rows = []
+    for channel in range(c):
+        for tap in itertools.product(*(range(k) for k in problem.kernel)):
+            window = tuple(slice(m * d, m * d + (size - 1) * s + 1, s) for m, d, s, size in
+                           zip(tap, problem.dilation, problem.stride, problem.out_spatial))
+            rows.append(xpad[(slice(None), channel) + window].reshape(-1))
+    return np.array(rows, dtype=x.dtype).reshape(len(rows), -1)
+
+
+def _columns_shape(problem):
+    return (problem.in_channels * int(np.prod(problem.kernel)),
+            problem.batch * int(np.prod(problem.out_spatial)))
+
+
+def _assert_close(got, want, dtype):
+    tol = TOLERANCE[np.dtype(dtype).name]
+    scale = max(np.abs(want).max(initial=0.0), 1.0)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+@pytest.fixture
+def small_workspace():
+    saved = _config.get_workspace_bytes()
+    _config.set_workspace_bytes(1 << 20)
+    yield 1 << 20
+    _config.set_workspace_bytes(saved)
+
+
+# ---------------------------------------------------------------- kernels
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{len(g[0]) - 2}d")
+def test_im2col_matches_padded_slices(geometry, dtype):
+    problem = _problem(geometry, dtype)
+    x = _random(np.random.default_rng(1), problem.x_shape, dtype)
+    np.testing.assert_array_equal(backend.im2col(x, problem), _naive_columns(x, problem))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex64"])
+def test_im2col_blocks_are_slices_of_the_full_matrix(dtype):
+    problem = _problem(GEOMETRIES[1], dtype)
+    x = _random(np.random.default_rng(2), problem.x_shape, dtype)
+    full = backend.im2col(x, problem)
+    x5, geometry = x.reshape(backend._x5(problem)), backend._columns_geometry(problem)
+    positions = full.shape[1] // problem.batch
+    for b0, p0, npos in [(1, 0, positions), (0, 3, 7), (1, positions - 5, 5), (0, 1, 1)]:
+        cols = np.full((full.shape[0], npos), np.nan, dtype)
+        backend._im2col.im2col(x5, cols, *geometry, b0=b0, nb=1, p0=p0, npos=npos)
+        np.testing.assert_array_equal(cols, full[:, b0 * positions + p0:b0 * positions + p0 + npos])
+
+
+def test_im2col_rejects_bad_blocks():
+    problem = _problem(GEOMETRIES[1], "float64")
+    x5, geometry = np.zeros(backend._x5(problem)), backend._columns_geometry(problem)
+    rows, positions = 2 * 3 * 2, int(np.prod(problem.out_spatial))
+    with pytest.raises(ValueError, match="cols has shape"):
+        backend._im2col.im2col(x5, np.zeros((rows + 1, 2 * positions)), *geometry)
+    with pytest.raises(ValueError, match="whole images"):
+        backend._im2col.im2col(x5, np.zeros((rows, 2)), *geometry, b0=0, nb=2, p0=0, npos=1)
+    with pytest.raises(ValueError, match="outside the batch"):
+        backend._im2col.im2col(x5, np.zeros((rows, positions)), *geometry, b0=2, nb=1)
+    with pytest.raises((ValueError, TypeError)):
+        backend._im2col.im2col(x5, np.zeros((rows, 2 * positions), np.float32), *geometry)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{len(g[0]) - 2}d")
+def test_col2im_is_the_adjoint(geometry, dtype):
+    problem = _problem(geometry, dtype)
+    rng = np.random.default_rng(3)
+    x = _random(rng, problem.x_shape, dtype)
+    cols = _random(rng, _columns_shape(problem), dtype)
+    lhs = np.vdot(backend.im2col(x, problem), cols)
+    rhs = np.vdot(x, backend.col2im(cols, problem))
+    tol = TOLERANCE[dtype] * np.abs(cols).sum() * np.abs(x).max()
+    assert abs(lhs - rhs) <= tol
+
+
+def test_col2im_accumulates_into_out_and_matches_a_loop():
+    problem = _problem(GEOMETRIES[1], "float64")
+    rng = np.random.default_rng(4)
+    cols = rng.standard_normal(_columns_shape(problem))
+    start = rng.standard_normal(problem.x_shape)
+    # the adjoint of a 0/1 selection matrix: add each entry where im2col read it from
+    index = backend.im2col(np.arange(np.prod(problem.x_shape), dtype=np.float64)
+                           .reshape(problem.x_shape) + 1, problem)
+    inside = index > 0  # padding reads 0 and is dropped
+    want = start.ravel().copy()
+    np.add.at(want, index[inside].astype(np.int64) - 1, cols[inside])
+    out = start.copy()
+    assert backend.col2im(cols, problem, out=out) is out
+    np.testing.assert_allclose(out.ravel(), want, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- backend
+
+def _check_backend(problem, seed=0, out=None):
+    rng = np.random.default_rng(seed)
+    x = _random(rng, problem.x_shape, problem.dtype)
+    w = _random(rng, problem.w_shape, problem.dtype)
+    got = backend.correlate(x, w, problem, out=out)
+    _assert_close(got, reference.correlate(x, w, problem), problem.dtype)
+    return got
+
+
+def test_supports_the_fast_dtypes_and_1_to_3_d():
+    assert backend.available() and backend.UNAVAILABLE_REASON == ""
+    assert backend.supports(make_problem((1, 1, 4, 4, 4), (1, 1, 2, 2, 2), "complex64"))
+    assert not backend.supports(make_problem((1, 1, 4), (1, 1, 2), "int64"))
+    assert not backend.supports(make_problem((1, 1, 4, 4, 4, 4), (1, 1, 2, 2, 2, 2), "float64"))
+    assert backend.cost(make_problem((1, 1, 8), (1, 1, 3), "float64")) > 0
+
+
+def _full_lowering_bytes(problem):
+    """Bytes of the whole lowered input: what blocking must avoid allocating."""
+    return int(np.prod(_columns_shape(problem))) * problem.dtype.itemsize
+
+
+def test_workspace_cap_splits_a_batch(small_workspace):
+    problem = make_problem((32, 6, 20, 20), (5, 6, 3, 3), "float64", padding=1)
+    blocks = backend.plan(problem, small_workspace)
+    assert _full_lowering_bytes(problem) > small_workspace
+    assert isinstance(blocks, backend.RowsPlan)
+    assert 1 < blocks.images < problem.batch and blocks.workspace <= small_workspace
+    _check_backend(problem)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, padding", [
+    ((1, 3, 200, 190), (4, 3, 3, 3), 1),          # 2-d, split by rows of the output
+    ((1, 1, 30000), (2, 1, 101), 50),             # 1-d, split along its only axis
+    ((1, 2, 30, 31, 32), (2, 2, 3, 2, 3), 1),     # 3-d, split by planes
+    ((1, 16, 90, 40), (3, 16, 3, 3), 1),          # 2-d, A axis shifted, not expanded
+])
+def test_workspace_cap_splits_one_huge_image(small_workspace, x_shape, w_shape, padding):
+    problem = make_problem(x_shape, w_shape, "float64", padding=padding)
+    blocks = backend.plan(problem, small_workspace)
+    assert isinstance(blocks, backend.RowsPlan)
+    assert blocks.images == 1 and blocks.a_rows < problem.out_shape[2]
+    assert _full_lowering_bytes(problem) > small_workspace >= blocks.workspace
+    _check_backend(problem)
+
+
+def test_workspace_cap_splits_inside_one_row(small_workspace):
+    # one output row along the first axis needs ~6 MB lowered: the columns path
+    # splits it by output positions
+    problem = make_problem((1, 2, 3, 40000), (2, 2, 2, 9), "float64", padding=(0, 4))
+    blocks = backend.plan(problem, small_workspace)
+    assert isinstance(blocks, backend.ColumnsPlan)
+    assert blocks.span < problem.out_shape[-1] and blocks.workspace <= small_workspace
+    _check_backend(problem)
+
+
+def test_workspace_cap_complex_grouped(small_workspace):
+    problem = make_problem((3, 8, 70, 70), (8, 2, 3, 3), "complex128", padding=1,
+                           stride=(1, 2), groups=4)
+    assert backend.plan(problem, small_workspace).workspace <= small_workspace
+    _check_backend(problem)
+
+
+# Every way of cutting and lowering, forced on the shared table
+_ALWAYS, _NEVER = 1, 10**9
+_CHANNELS_LAST = {"CHANNELS_LAST_MIN_DEPTH": _ALWAYS, "CHANNELS_LAST_MAX_CHANNELS": _NEVER}
+CONFIGURATIONS = {
+    "shift-channels-last": {"SHIFT_MIN_DEPTH": _ALWAYS, **_CHANNELS_LAST},
+    "shift-channels-first": {"SHIFT_MIN_DEPTH": _ALWAYS, "CHANNELS_LAST_MIN_DEPTH": _NEVER},
+    "batched-shift-channels-last": {"PER_IMAGE_MIN_POSITIONS": _NEVER,
+                                    "SHIFT_MIN_DEPTH": _ALWAYS, **_CHANNELS_LAST},
+    "batched-shift-channels-first": {"PER_IMAGE_MIN_POSITIONS": _NEVER, "SHIFT_MIN_DEPTH": _ALWAYS,
+                                     "CHANNELS_LAST_MIN_DEPTH": _NEVER},
+    "batched-full-channels-last": {"PER_IMAGE_MIN_POSITIONS": _NEVER, "SHIFT_MIN_DEPTH": _NEVER,
+                                   **_CHANNELS_LAST},
+    "one-row-blocks": {"TARGET_BLOCK_BYTES": 1, "SHIFT_MIN_DEPTH": _ALWAYS,
+                       **_CHANNELS_LAST},
+    "columns-path": {"_rows_plan": lambda problem, workspace: None},
+    "columns-tiny-blocks": {"_rows_plan": lambda problem, workspace: None,
+                            "TARGET_BLOCK_BYTES": 1},
+}
+
+
+@pytest.fixture
+def configuration(request, monkeypatch):
+    for name, value in CONFIGURATIONS[request.param].items():
+        monkeypatch.setattr(backend, name, value)
+    backend.plan.cache_clear()
+    yield request.param
+    backend.plan.cache_clear()
+
+
+@pytest.mark.parametrize("configuration", list(CONFIGURATIONS), indirect=True)
+@pytest.mark.parametrize("case_id", [row[0] for row in SHAPES])
+def test_every_path_matches_reference(configuration, case_id):
+    dtype = "complex64" if len(case_id) % 2 else "float64"  # both kinds, half the time
+    problem, x, w = make_case(case_id, dtype)
+    with _config.thread_budget(2):
+        got = backend.correlate(x, w, problem)
+    _assert_close(got, reference.correlate(x, w, problem), dtype)
+
+
+def test_batched_blocks_with_shift_and_groups(monkeypatch):
+    monkeypatch.setattr(backend, "TARGET_BLOCK_BYTES", 250_000)
+    backend.plan.cache_clear()
+    try:
+        problem = make_problem((7, 64, 6, 7), (32, 32, 3, 4), "float32", padding=((1, 2), (1, 2)),
+                               dilation=(2, 1), groups=2)
+        blocks = backend.plan(problem, _config.get_workspace_bytes())
+        assert blocks.taps == 3 and 1 < blocks.images < 7
+        _check_backend(problem)
+    finally:
+        backend.plan.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex128"])
+def test_writes_into_out(dtype):
+    problem = make_problem((3, 4, 9, 8), (6, 2, 3, 3), dtype, padding=1, groups=2)
+    out = np.full(problem.out_shape, np.nan, dtype)
+    assert _check_backend(problem, out=out) is out
+
+
+def test_writes_into_a_non_contiguous_out():
+    problem = make_problem((2, 3, 9, 8), (4, 3, 3, 3), "float64", padding=1)
+    storage = np.full(problem.out_shape[::-1], np.nan).T  # Fortran-ordered view
+    assert _check_backend(problem, out=storage) is storage
+
+
+def test_per_image_blocks_into_out():
+    # enough positions per image for one GEMM per image, straight into out
+    problem = make_problem((3, 2, 40, 40), (3, 2, 3, 3), "float32", padding=1)
+    assert backend.plan(problem, _config.get_workspace_bytes()).images == 1
+    _check_backend(problem, out=np.full(problem.out_shape, np.nan, np.float32))
+
+
+def test_non_contiguous_inputs_are_read_not_modified():
+    problem = make_problem((2, 3, 8, 9), (4, 3, 3, 3), "float64", padding=1, stride=2)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 16, 9))[:, :, ::2]
+    w = np.asfortranarray(rng.standard_normal(problem.w_shape))
+    x_before, w_before = x.copy(), w.copy()
+    _assert_close(backend.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(w, w_before)
+
+
+def test_empty_problems():
+    for x_shape, w_shape in [((0, 2, 5, 5), (3, 2, 3, 3)), ((2, 0, 5, 5), (3, 0, 3, 3)),
+                             ((2, 2, 5, 5), (0, 2, 3, 3))]:
+        problem = make_problem(x_shape, w_shape, "float64")
+        x, w = np.ones(x_shape), np.ones(w_shape)
+        got = backend.correlate(x, w, problem)
+        np.testing.assert_array_equal(got, reference.correlate(x, w, problem))
+
+
+def _blas_threads_now():
+    return [ctl.num_threads for ctl in backend._blas_controllers()]
+
+
+def test_thread_budget_one():
+    before = _blas_threads_now()
+    problem = make_problem((4, 3, 12, 12), (5, 3, 3, 3), "float32", padding=1)
+    with _config.thread_budget(1):
+        with backend.blas_threads(_config.get_num_threads()):
+            assert all(t == 1 for t in _blas_threads_now())
+        _check_backend(problem)
+    assert _blas_threads_now() == before
+
+
+def test_many_python_threads_at_once():
+    before = _blas_threads_now()
+    problems = [make_problem((3, 4, 20, 20), (6, 4, 3, 3), "float64", padding=1),
+                make_problem((2, 4, 30, 30), (4, 2, 3, 3), "complex64", padding=1, groups=2),
+                make_problem((1, 2, 300), (3, 2, 7), "float32", stride=2)]
+    errors = []
+
+    def work(index):
+        problem = problems[index % len(problems)]
+        try:
+            with _config.thread_budget(1 + index % 2):
+                for repeat in range(3):
+                    _check_backend(problem, seed=index * 10 + repeat)
+        except Exception as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert _blas_threads_now() == before
