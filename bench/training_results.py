@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastconv import nn, thread_budget  # noqa: E402
+from fastconv import nn  # noqa: E402
 from fastconv.models import cifar10, layers  # noqa: E402
 from fastconv.models.optim import sgd_update  # noqa: E402
-from fastconv.parallel import Towers, model_gradients  # noqa: E402
+from fastconv.parallel import Towers, compute_budget, model_gradients  # noqa: E402
 
 COMMAND = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/training_results.py"
 BATCH = 128
@@ -69,15 +69,17 @@ def step_table(rounds: int, torch) -> tuple[list[str], dict]:
             if threads is None:
                 loss, grads = cifar10.loss_and_grads(params, x, y)
             else:
-                with thread_budget(threads):
+                with compute_budget(threads):      # fastconv's kernels and BLAS
                     loss, grads = cifar10.loss_and_grads(params, x, y)
             sgd_update(params, grads, 0.0)       # the update's cost, weights unchanged
         return step
 
-    towers = Towers(model_gradients(cifar10.CIFAR10), towers=2, threads_per_tower=1)
-
     def towers_step():
-        loss, grads = towers(params, x, y)
+        # towers made per step (two thread starts, well under a millisecond): living towers
+        # hold BLAS at one thread, and the other configurations here would change that
+        # under their feet (fastconv.backends.im2col.blas_threads is process-wide)
+        with Towers(model_gradients(cifar10.CIFAR10), towers=2, threads_per_tower=1) as towers:
+            loss, grads = towers(params, x, y)
         sgd_update(params, grads, 0.0)
 
     twin = torch_twin.TrainStep(params, learning_rate=0.0)
@@ -96,10 +98,7 @@ def step_table(rounds: int, torch) -> tuple[list[str], dict]:
                "fastconv, one process, 1 thread": fastconv_step(1),
                f"torch {torch.__version__}, {threads} threads": lambda: twin(x, y),
                "torch, 1 thread": torch_one_thread}
-    try:
-        result = interleaved(configs, rounds)
-    finally:
-        towers.close()
+    result = interleaved(configs, rounds)
     ref = result[f"torch {torch.__version__}, {threads} threads"][0]
     rows = ["| configuration | median ms | min ms | time / torch (all threads) |",
             "|---|---:|---:|---:|"]
@@ -185,7 +184,7 @@ def layer_table(rounds: int, torch) -> list[str]:
     rows = ["| layer (batch 128, float32, 1 thread each) | fastconv ms | torch ms "
             "| fastconv / torch |", "|---|---:|---:|---:|"]
     try:
-        with thread_budget(1):
+        with compute_budget(1):
             for name, ours, theirs in _layer_cases(torch):
                 result = interleaved({"fastconv": ours, "torch": theirs}, rounds)
                 a, b = result["fastconv"][0], result["torch"][0]

@@ -153,7 +153,13 @@ def _add_demo(sub) -> None:
 
 
 #: one function per subcommand, in the order ``--help`` lists them
-SUBCOMMANDS = [_add_info, _add_profile, _add_bench, _add_calibrate, _add_convolve, _add_demo]
+def _add_train(sub) -> None:
+    from .cli_tools.train_cmd import add_parser
+    add_parser(sub)  # registers `train` and `eval`
+
+
+SUBCOMMANDS = [_add_info, _add_profile, _add_bench, _add_calibrate, _add_convolve, _add_demo,
+               _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

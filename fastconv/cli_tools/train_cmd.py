@@ -163,6 +163,9 @@ def _gradients(args, state):
     from .common import CLIError
     if args.scheduler:
         from ..parallel import dask_towers
+        if args.slow_tower:
+            raise CLIError("--slow-tower slows a threaded tower; it does not apply to "
+                           "--scheduler")
         if not dask_towers.available():
             raise CLIError("--scheduler needs dask.distributed: pip install "
                            "\"fastconv[distributed]\"")
