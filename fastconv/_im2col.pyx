@@ -1,18 +1,22 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""im2col / col2im kernels for the im2col backend (N-d treated as 3-d).
+"""Kernels of the im2col backend: lowering, its adjoint, layout moves, GEMM.
 
-Geometry is always 3-d: a 1-d or 2-d problem is passed with leading
-size-1 axes (kernel 1, stride 1, dilation 1, padding 0 there), which costs
-nothing measurable and keeps one kernel.  ``x`` is ``(N, C, D, H, W)``,
-C-contiguous.  The column matrix has one row per (channel, kd, kh, kw) tap,
-channel-major, so the rows of one channel group are contiguous, and one
-column per (image, output position) of the block, image-major.
+All loops are serial and run without the GIL; all geometry is 3-d, a 1-d or
+2-d problem being passed with size-1 axes (kernel 1, stride 1, dilation 1,
+padding 0 there).  Zero padding comes from the index arithmetic: no padded
+copy of the input is ever made.  One fused type covers float32, float64,
+complex64 and complex128.
 
-A block is ``nb`` images starting at ``b0`` and, inside each image, the
-flattened output positions ``p0 .. p0 + npos``: the backend uses either
-whole images (``p0 = 0``, ``npos = P``) or a slice of a single image, which
-is how one huge image is split to respect the workspace cap.  Zero padding
-comes from the index arithmetic; no padded copy of the input is made.
+Columns layout (``im2col`` / ``col2im``, the classic one, used by the
+gradient code and as the backend's fallback): ``x`` is ``(N, C, D, H, W)``;
+the column matrix has one row per (channel, kd, kh, kw) tap, channel-major,
+so the rows of one channel group are contiguous, and one column per (image,
+output position), image-major.  A block is ``nb`` images from ``b0`` and,
+inside each image, the flattened output positions ``p0 .. p0 + npos``: whole
+images, or a slice of a single one (how one huge image fits the workspace).
+
+Rows layout (``to_channels_last``, ``im2row``, ``gemm_rows``,
+``rows_to_output``, ``columns_to_output``): see the section below.
 """
 cimport cython
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
@@ -238,7 +242,8 @@ def im2col(const scalar[:, :, :, :, ::1] x, scalar[:, ::1] cols, kernel, stride,
     array([[0., 1., 2.],
            [1., 2., 3.]])
     """
-    cdef Geometry g = _geometry((x.shape[2], x.shape[3], x.shape[4]), kernel, stride, dilation, pad, out_spatial)
+    cdef Geometry g = _geometry((x.shape[2], x.shape[3], x.shape[4]), kernel, stride, dilation,
+                                pad, out_spatial)
     cdef Py_ssize_t positions = g.out[0] * g.out[1] * g.out[2]
     nb = x.shape[0] - b0 if nb < 0 else nb
     npos = positions - p0 if npos < 0 else npos
@@ -269,7 +274,8 @@ def col2im(const scalar[:, ::1] cols, scalar[:, :, :, :, ::1] x, kernel, stride,
     >>> x.ravel()
     array([1., 2., 2., 1.])
     """
-    cdef Geometry g = _geometry((x.shape[2], x.shape[3], x.shape[4]), kernel, stride, dilation, pad, out_spatial)
+    cdef Geometry g = _geometry((x.shape[2], x.shape[3], x.shape[4]), kernel, stride, dilation,
+                                pad, out_spatial)
     cdef Py_ssize_t positions = g.out[0] * g.out[1] * g.out[2]
     nb = x.shape[0] - b0 if nb < 0 else nb
     npos = positions - p0 if npos < 0 else npos
@@ -291,9 +297,12 @@ def col2im(const scalar[:, ::1] cols, scalar[:, :, :, :, ::1] x, kernel, stride,
 # position, ordered (a, image, h2, w2), holding that position's receptive
 # field in (group, ka, kh, kw, channel-in-group) order: for one group the
 # (kw, channel) taps are contiguous in ``xt``, so a row is a few long memcpys.
-# Reading the rows transposed, BLAS runs in its fastest orientation, and a
-# shift by whole A-rows of the row matrix is the next kernel tap along A,
-# which lets the backend skip expanding the A axis (see gemm_rows).
+# A shift by whole A-rows of the row matrix is the next kernel tap along A,
+# which lets the backend skip expanding the A axis (see gemm_rows).  BLAS is
+# called directly (scipy's exported ?gemm), with the GIL released, writing
+# either a channels-last result (rows_to_output moves it into ``out``) or
+# straight into ``out``'s (O, positions) layout (columns_to_output when the
+# block holds several images).
 
 ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
                          float*, float*, int*) noexcept nogil
@@ -302,7 +311,8 @@ ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
 ctypedef void (*cgemm_t)(char*, char*, int*, int*, int*, float complex*, float complex*, int*,
                          float complex*, int*, float complex*, float complex*, int*) noexcept nogil
 ctypedef void (*zgemm_t)(char*, char*, int*, int*, int*, double complex*, double complex*, int*,
-                         double complex*, int*, double complex*, double complex*, int*) noexcept nogil
+                         double complex*, int*, double complex*, double complex*,
+                         int*) noexcept nogil
 
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL
@@ -369,9 +379,9 @@ def gemm_rows(const scalar[:, ::1] rows, const scalar[:, :, :, ::1] w, scalar[:,
     in BLAS (beta = 1), so ``t`` walks the kernel along A.
 
     In BLAS's column-major terms the channels-last result is
-    ``(O x m) = W^T R^T`` with the small dimension O first: OpenBLAS runs
-    that 10-30 % faster than the other orientation, which in exchange
-    leaves ``out`` in the layout of the problem's output.
+    ``(O x m) = W^T R^T`` with the small dimension O first: for O <= 64
+    OpenBLAS runs that 5-20 % faster than the other orientation, which in
+    exchange leaves ``out`` in the layout of the problem's output.
 
     Parameters
     ----------
@@ -443,7 +453,8 @@ cdef enum:
     TILE = 32  # transpose tile edge: 32 x 32 doubles fill 8 KiB of each cache side
 
 
-cdef inline void _transpose4(const scalar* s, Py_ssize_t ss, scalar* d, Py_ssize_t ds) noexcept nogil:
+cdef inline void _transpose4(const scalar* s, Py_ssize_t ss, scalar* d,
+                             Py_ssize_t ds) noexcept nogil:
     """A 4 x 4 block through registers: four loads of each source row, then stores."""
     cdef scalar a0 = s[0], a1 = s[1], a2 = s[2], a3 = s[3]
     cdef scalar b0 = s[ss], b1 = s[ss + 1], b2 = s[ss + 2], b3 = s[ss + 3]

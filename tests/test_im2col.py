@@ -10,10 +10,7 @@ from fastconv.backends import im2col as backend
 from fastconv.backends import reference
 from fastconv.problem import make_problem
 
-try:
-    from .cases import SHAPES, make_case
-except ImportError:  # tests/ run as plain files rather than as a package
-    from cases import SHAPES, make_case
+from .cases import SHAPES, make_case
 
 pytestmark = pytest.mark.skipif(not backend.available(), reason=backend.UNAVAILABLE_REASON or "")
 
@@ -164,18 +161,28 @@ def _full_lowering_bytes(problem):
     return int(np.prod(_columns_shape(problem))) * problem.dtype.itemsize
 
 
-def test_workspace_cap_splits_a_batch(small_workspace):
+def _assert_within(problem, cap):
+    """Every thread count's plan keeps all its workers' scratch under the cap."""
+    for threads in (1, 2, 3, 8):
+        blocks = backend.plan(problem, cap, threads)
+        assert blocks.workers * blocks.workspace <= cap, (threads, blocks)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_workspace_cap_splits_a_batch(small_workspace, threads):
     problem = make_problem((32, 6, 20, 20), (5, 6, 3, 3), "float64", padding=1)
     blocks = backend.plan(problem, small_workspace)
     assert _full_lowering_bytes(problem) > small_workspace
     assert isinstance(blocks, backend.RowsPlan)
     assert 1 < blocks.images < problem.batch and blocks.workspace <= small_workspace
-    _check_backend(problem)
+    _assert_within(problem, small_workspace)
+    with _config.thread_budget(threads):
+        _check_backend(problem)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, padding", [
     ((1, 3, 200, 190), (4, 3, 3, 3), 1),          # 2-d, split by rows of the output
-    ((1, 1, 30000), (2, 1, 101), 50),             # 1-d, split along its only axis
+    ((1, 8, 30000), (2, 8, 101), 50),             # 1-d, split along its only axis
     ((1, 2, 30, 31, 32), (2, 2, 3, 2, 3), 1),     # 3-d, split by planes
     ((1, 16, 90, 40), (3, 16, 3, 3), 1),          # 2-d, A axis shifted, not expanded
 ])
@@ -185,7 +192,10 @@ def test_workspace_cap_splits_one_huge_image(small_workspace, x_shape, w_shape, 
     assert isinstance(blocks, backend.RowsPlan)
     assert blocks.images == 1 and blocks.a_rows < problem.out_shape[2]
     assert _full_lowering_bytes(problem) > small_workspace >= blocks.workspace
-    _check_backend(problem)
+    _assert_within(problem, small_workspace)
+    for threads in (1, 2):
+        with _config.thread_budget(threads):
+            _check_backend(problem)
 
 
 def test_workspace_cap_splits_inside_one_row(small_workspace):
@@ -195,34 +205,67 @@ def test_workspace_cap_splits_inside_one_row(small_workspace):
     blocks = backend.plan(problem, small_workspace)
     assert isinstance(blocks, backend.ColumnsPlan)
     assert blocks.span < problem.out_shape[-1] and blocks.workspace <= small_workspace
+    _assert_within(problem, small_workspace)
     _check_backend(problem)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((37, 8, 9, 11), (4, 8, 3, 3)), ((3, 4, 150, 31), (2, 4, 5, 3)), ((1, 2, 5000), (2, 2, 9)),
+])
+def test_blocks_cover_every_output_row_once(small_workspace, threads, x_shape, w_shape):
+    problem = make_problem(x_shape, w_shape, "float64", padding=1)
+    blocks = backend.plan(problem, small_workspace, threads)
+    covered = np.zeros((problem.batch, problem.out_shape[2]), int)
+    for b0, nb, a0, na in blocks.blocks:
+        covered[b0:b0 + nb, a0:a0 + na] += 1
+    np.testing.assert_array_equal(covered, 1)
+    sizes = {(nb, na) for _, nb, _, na in blocks.blocks}
+    assert len({nb for nb, _ in sizes}) <= 2 and len({na for _, na in sizes}) <= 2  # even cuts
+
+
+def test_work_counts_what_the_plan_does(small_workspace):
+    # shifted taps copy K_A times less than the whole column matrix
+    problem = make_problem((16, 8, 12, 12), (4, 4, 5, 5), "float64", padding=2, groups=2)
+    blocks = backend.plan(problem, small_workspace)
+    work = backend.work(problem, small_workspace, threads=1)
+    assert blocks.taps == 5 and work["blocks"] == -(-16 // blocks.images)
+    assert work["gemm_calls"] == work["blocks"] * blocks.taps * problem.groups
+    assert work["copied"] < int(np.prod(_columns_shape(problem)))
 
 
 def test_workspace_cap_complex_grouped(small_workspace):
     problem = make_problem((3, 8, 70, 70), (8, 2, 3, 3), "complex128", padding=1,
                            stride=(1, 2), groups=4)
-    assert backend.plan(problem, small_workspace).workspace <= small_workspace
+    _assert_within(problem, small_workspace)
     _check_backend(problem)
 
 
 # Every way of cutting and lowering, forced on the shared table
 _ALWAYS, _NEVER = 1, 10**9
-_CHANNELS_LAST = {"CHANNELS_LAST_MIN_DEPTH": _ALWAYS, "CHANNELS_LAST_MAX_CHANNELS": _NEVER}
+
+
+def _rows_configuration(shift, channels_last, batched):
+    return {"SHIFT_MIN_DEPTH": _ALWAYS if shift else _NEVER,
+            "CHANNELS_LAST_MIN_DEPTH": _ALWAYS if channels_last else _NEVER,
+            "CHANNELS_LAST_MAX_CHANNELS": _NEVER,
+            "PER_IMAGE_MIN_POSITIONS": _NEVER if batched else _ALWAYS}
+
+
 CONFIGURATIONS = {
-    "shift-channels-last": {"SHIFT_MIN_DEPTH": _ALWAYS, **_CHANNELS_LAST},
-    "shift-channels-first": {"SHIFT_MIN_DEPTH": _ALWAYS, "CHANNELS_LAST_MIN_DEPTH": _NEVER},
-    "batched-shift-channels-last": {"PER_IMAGE_MIN_POSITIONS": _NEVER,
-                                    "SHIFT_MIN_DEPTH": _ALWAYS, **_CHANNELS_LAST},
-    "batched-shift-channels-first": {"PER_IMAGE_MIN_POSITIONS": _NEVER, "SHIFT_MIN_DEPTH": _ALWAYS,
-                                     "CHANNELS_LAST_MIN_DEPTH": _NEVER},
-    "batched-full-channels-last": {"PER_IMAGE_MIN_POSITIONS": _NEVER, "SHIFT_MIN_DEPTH": _NEVER,
-                                   **_CHANNELS_LAST},
-    "one-row-blocks": {"TARGET_BLOCK_BYTES": 1, "SHIFT_MIN_DEPTH": _ALWAYS,
-                       **_CHANNELS_LAST},
-    "columns-path": {"_rows_plan": lambda problem, workspace: None},
-    "columns-tiny-blocks": {"_rows_plan": lambda problem, workspace: None,
+    f"{'shift' if shift else 'full'}-{'channels-last' if last else 'channels-first'}-"
+    f"{'batched' if batched else 'per-image'}": _rows_configuration(shift, last, batched)
+    for shift in (True, False) for last in (True, False) for batched in (True, False)}
+_SHARED = {"PARALLEL_BLOCK_BYTES": 1, "MIN_BLOCK_BYTES": 1, "MIN_BLOCKS_PER_WORKER": 1,
+           "MIN_GEMM_ROWS": 1, "CPUS": 4}
+CONFIGURATIONS.update({
+    "one-row-blocks": {**_rows_configuration(True, True, False), "TARGET_BLOCK_BYTES": 1},
+    "shared-blocks-channels-last": {**_rows_configuration(True, True, True), **_SHARED},
+    "shared-blocks-channels-first": {**_rows_configuration(False, False, False), **_SHARED},
+    "columns-path": {"_rows_plan": lambda *args: None},
+    "columns-tiny-blocks": {"_rows_plan": lambda *args: None,
                             "TARGET_BLOCK_BYTES": 1},
-}
+})
 
 
 @pytest.fixture
@@ -288,6 +331,17 @@ def test_non_contiguous_inputs_are_read_not_modified():
     np.testing.assert_array_equal(w, w_before)
 
 
+def test_read_only_inputs():
+    problem = make_problem((2, 3, 8, 9), (4, 3, 3, 3), "complex64", padding=1)
+    rng = np.random.default_rng(6)
+    x, w = _random(rng, problem.x_shape, "complex64"), _random(rng, problem.w_shape, "complex64")
+    x.setflags(write=False)
+    w.setflags(write=False)
+    _assert_close(backend.correlate(x, w, problem), reference.correlate(x, w, problem), "complex64")
+    _assert_close(backend.col2im(backend.im2col(x, problem), problem),
+                  backend.col2im(backend.im2col(x.copy(), problem), problem), "complex64")
+
+
 def test_empty_problems():
     for x_shape, w_shape in [((0, 2, 5, 5), (3, 2, 3, 3)), ((2, 0, 5, 5), (3, 0, 3, 3)),
                              ((2, 2, 5, 5), (0, 2, 3, 3))]:
@@ -301,14 +355,53 @@ def _blas_threads_now():
     return [ctl.num_threads for ctl in backend._blas_controllers()]
 
 
-def test_thread_budget_one():
+def test_thread_budget_one(monkeypatch):
     before = _blas_threads_now()
+    seen = []
+    gemm_rows = backend._im2col.gemm_rows
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads_now())
+        return gemm_rows(*args, **kwargs)
+
+    monkeypatch.setattr(backend._im2col, "gemm_rows", spy)
     problem = make_problem((4, 3, 12, 12), (5, 3, 3, 3), "float32", padding=1)
     with _config.thread_budget(1):
-        with backend.blas_threads(_config.get_num_threads()):
-            assert all(t == 1 for t in _blas_threads_now())
         _check_backend(problem)
+    assert seen and all(t == 1 for threads in seen for t in threads)
     assert _blas_threads_now() == before
+
+
+@pytest.fixture
+def shared_blocks(monkeypatch):
+    """Blocks shared out between workers whenever there are two, on any machine."""
+    for name, value in _SHARED.items():
+        monkeypatch.setattr(backend, name, value)
+    backend.plan.cache_clear()
+    yield
+    backend.plan.cache_clear()
+
+
+def test_blocks_shared_between_workers(shared_blocks, monkeypatch):
+    problem = make_problem((6, 16, 14, 15), (8, 16, 3, 3), "float64", padding=1)
+    with _config.thread_budget(2):
+        assert backend.plan(problem, _config.get_workspace_bytes(), 2).workers == 2
+        seen = []
+        gemm_rows = backend._im2col.gemm_rows
+
+        def spy(*args, **kwargs):
+            seen.append((threading.current_thread().name, _blas_threads_now()))
+            return gemm_rows(*args, **kwargs)
+
+        monkeypatch.setattr(backend._im2col, "gemm_rows", spy)
+        before = _blas_threads_now()
+        _check_backend(problem)
+    assert len(seen) > 2 and all(t == 1 for _, threads in seen for t in threads)
+    assert _blas_threads_now() == before
+
+
+def test_many_python_threads_at_once_sharing_blocks(shared_blocks):
+    test_many_python_threads_at_once()
 
 
 def test_many_python_threads_at_once():

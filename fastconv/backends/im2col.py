@@ -1,33 +1,46 @@
 """im2col + GEMM: lower the correlation to matrix products on BLAS.
 
 Two ways to lay out the lowered input, both built by the Cython kernels of
-:mod:`fastconv._im2col` without ever padding the input:
+:mod:`fastconv._im2col` straight from the unpadded input:
 
 ``rows`` (the fast path)
-    A block of images is copied channels-last, then each output position's
-    receptive field becomes one contiguous *row* (a few long memcpys).  BLAS
-    reads the row matrix transposed, its fastest orientation here, and
-    writes the result straight into ``out`` when a block is one image.
-    When the stride along the first spatial axis (A) is 1 and the other taps
-    hold enough channels, the A axis is not expanded at all: kernel tap
-    ``ka`` of the A axis is the same row matrix shifted by ``ka * dilation``
-    rows along A, so ``K_A`` GEMMs accumulate (beta = 1) on a matrix ``K_A``
-    times smaller than full im2col.  GEMM goes straight to BLAS through the
-    routines scipy exports, so a whole block runs without the GIL.
+    A block of images (or of rows of one image) is copied channels-last,
+    then each output position's receptive field becomes one contiguous *row*
+    of a row matrix (a few long memcpys).  When the stride along the first
+    spatial axis (A) is 1, the A axis is not expanded at all: kernel tap
+    ``ka`` along A is the same row matrix shifted by ``ka * dilation`` rows
+    along A, so ``K_A`` GEMMs accumulate in BLAS (beta = 1) on a matrix
+    ``K_A`` times smaller than full im2col (3-5x less copying for the usual
+    layers, 2-3x faster for single-channel images).  BLAS is called
+    directly, through the routines scipy exports, in whichever orientation
+    is faster: channels-last ``(positions, O)`` for few output channels,
+    then transposed into ``out``, or ``(O, positions)`` written straight
+    into ``out`` when a block is one image.
 ``columns`` (the general fallback)
     Classic im2col, ``(C*K) x (images*P)`` from NCHW, and numpy ``matmul``;
-    used where one row of the output along A would not fit the workspace
-    cap (it can split a single row) or a dimension outgrows BLAS's 32-bit
-    ints.  :func:`im2col` / :func:`col2im` expose its layout for gradients.
+    used where a single row of the output along A would not fit the
+    workspace cap (it can split inside a row) or a dimension outgrows BLAS's
+    32-bit ints.  :func:`im2col` / :func:`col2im` expose its layout for the
+    gradient code.
 
-Every block's scratch stays under :func:`fastconv._config.get_workspace_bytes`
-and near a cache-friendly size; BLAS threads follow the thread budget.
+Threads: with a budget of T > 1 and enough blocks, T workers (this thread
+and T-1 pooled helpers) take blocks in turn, each doing its own copies and
+single-threaded GEMMs, so the copies run in parallel too (up to 30 % faster
+than one thread of copies feeding a T-thread BLAS).  Otherwise one thread
+runs the blocks and BLAS gets the budget.  OpenMP is not used: parallel
+copies between threaded GEMMs fight OpenBLAS's spinning workers (measured
+2-6x slower).  Every kernel releases the GIL.
+
+Scratch stays under :func:`fastconv._config.get_workspace_bytes` (all
+workers together) and near a cache-friendly size, whatever the batch or
+image size.
 """
 from __future__ import annotations
 
 import math
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -43,17 +56,34 @@ try:
 except ImportError as exc:  # the extension was not compiled
     _im2col = None
     UNAVAILABLE_REASON = (f"the Cython extension fastconv._im2col is not built ({exc}); "
-                          "install with `pip install .` or run `python setup.py build_ext --inplace`")
+                          "install with `pip install .` or run "
+                          "`python setup.py build_ext --inplace`")
 
-#: scratch per block the planner aims for (bytes): large enough for efficient GEMMs,
-#: small enough that what im2col wrote is still in cache when BLAS reads it
+#: scratch per block the planner aims for (bytes) when one thread runs the blocks and
+#: BLAS gets the thread budget: large enough for GEMMs that thread well
 TARGET_BLOCK_BYTES = 8 << 20
+#: scratch per block when the blocks are shared out between workers (one thread of
+#: BLAS each): small enough that a block stays in its core's cache
+PARALLEL_BLOCK_BYTES = 2 << 20
+#: workers are used only when each gets at least this many blocks (so that the
+#: last, uneven ones do not leave a core idle for long); blocks are cut finer
+#: for that, down to MIN_BLOCK_BYTES
+MIN_BLOCKS_PER_WORKER = 2
+MIN_BLOCK_BYTES = 256 << 10
+#: ... and blocks grow past PARALLEL_BLOCK_BYTES to give each GEMM this many rows
+MIN_GEMM_ROWS = 768
+#: a block split along A reads ``extra_rows`` rows beyond its own for the shifted
+#: taps: it grows (within the cap) to at least this many output rows per extra row
+SHIFT_ROWS_PER_EXTRA = 4
+#: workers never outnumber the cores, whatever the thread budget says
+CPUS = os.cpu_count() or 1
 #: from this many output positions per image, blocks are single images written
 #: straight into ``out`` (no reordering copy)
 PER_IMAGE_MIN_POSITIONS = 1024
-#: the A axis is left unexpanded (shifted GEMMs) only when each GEMM still
-#: reduces over at least this many products; smaller ones run far below peak
-SHIFT_MIN_DEPTH = 128
+#: the A axis is left unexpanded (shifted GEMMs) when each GEMM still reduces over
+#: at least this many products: measured faster everywhere here (conv1's 15 included,
+#: 1.5-3x for single-channel images), so 1; a knob for tests and odd machines
+SHIFT_MIN_DEPTH = 1
 #: for at most this many output channels per group, OpenBLAS runs the GEMM 5-20 %
 #: faster with its (positions, O) result channels-last, which then costs a
 #: transpose into ``out``: worth it from this many products per output
@@ -90,9 +120,19 @@ class RowsPlan:
     weights: tuple     # transpose and shape that arrange w as (taps, G, Kg, Og)
     depth: int         # row length G * Kg
     inner_positions: int
+    out_channels: int
+    itemsize: int
     images: int        # images per block
     a_rows: int        # output rows along A per block
-    workspace: int     # bytes of the largest block's scratch
+    workspace: int     # bytes of one worker's scratch
+    workers: int       # threads sharing the blocks (one BLAS thread each), or 1
+
+    @property
+    def blocks(self) -> list:
+        """(first image, images, first output row along A, rows) of every block."""
+        n, out_rows = self.x4[0], self.geometry[4][0] - self.extra_rows
+        return [(b0, min(self.images, n - b0), a0, min(self.a_rows, out_rows - a0))
+                for b0 in range(0, n, self.images) for a0 in range(0, out_rows, self.a_rows)]
 
 
 @dataclass(frozen=True)
@@ -106,6 +146,7 @@ class ColumnsPlan:
     images: int
     span: int          # positions per block (P unless one image is split)
     workspace: int
+    workers: int = 1   # always serial: BLAS gets the thread budget
 
 
 def _pad3(values, fill, layout):
@@ -123,32 +164,40 @@ def _lead3(values, fill):
 
 
 @lru_cache(maxsize=256)
-def plan(problem, workspace: int):
-    """How :func:`correlate` cuts ``problem`` into blocks under ``workspace`` bytes.
+def plan(problem, workspace: int, threads: int = 1):
+    """How :func:`correlate` cuts ``problem`` into blocks, for a workspace cap and budget.
+
+    With ``threads > 1`` and enough work the blocks are shared out between
+    ``workers`` threads, each with one BLAS thread and ``workspace // workers``
+    bytes of scratch; otherwise one thread runs them and BLAS gets the budget.
 
     Examples
     --------
     >>> from fastconv.problem import make_problem
     >>> p = make_problem((128, 64, 12, 12), (64, 64, 5, 5), "float32", padding=2)
-    >>> type(plan(p, 256 << 20)).__name__, plan(p, 256 << 20).taps
-    ('RowsPlan', 5)
+    >>> blocks = plan(p, 256 << 20, threads=2)
+    >>> type(blocks).__name__, blocks.taps, blocks.workers
+    ('RowsPlan', 5, 2)
     """
-    rows = _rows_plan(problem, workspace)
+    layout = _rows_layout(problem)
+    if threads > 1:
+        shared = _rows_plan(layout, workspace // threads, PARALLEL_BLOCK_BYTES, threads)
+        if shared is not None:
+            return shared
+    rows = _rows_plan(layout, workspace, TARGET_BLOCK_BYTES, 1)
     return rows if rows is not None else _columns_plan(problem, workspace)
 
 
-def _rows_plan(problem, workspace):
-    d = problem.ndim
-    n, c = problem.x_shape[:2]
+def _rows_layout(problem) -> RowsPlan:
+    """The rows path's geometry for ``problem``, before any blocking (one block of
+    everything, which the planner then cuts)."""
+    d, (n, c), item = problem.ndim, problem.x_shape[:2], problem.dtype.itemsize
     o, g = problem.out_channels, problem.groups
-    cg, item = c // g, problem.dtype.itemsize
-    size = _pad3(problem.spatial, 1, d)
-    kernel = _pad3(problem.kernel, 1, d)
-    stride = _pad3(problem.stride, 1, d)
-    dilation = _pad3(problem.dilation, 1, d)
+    cg = c // g
+    size, kernel, stride, dilation, out = (
+        _pad3(v, 1, d) for v in (problem.spatial, problem.kernel, problem.stride,
+                                 problem.dilation, problem.out_spatial))
     pad = _pad3(tuple(p[0] for p in problem.padding), 0, d)
-    out = _pad3(problem.out_spatial, 1, d)
-    inner_positions = out[1] * out[2]
     inner_taps = kernel[1] * kernel[2]
     shift = stride[0] == 1 and kernel[0] > 1 and inner_taps * cg >= SHIFT_MIN_DEPTH
     # the orientation BLAS runs faster for few output channels costs a transpose
@@ -163,43 +212,91 @@ def _rows_plan(problem, workspace):
     else:
         extra, geometry = 0, (kernel, stride, dilation, pad, out)
         taps, kg = 1, math.prod(kernel) * cg
-    depth = g * kg
     # w viewed as (g, og, cg, ka, kh, kw); taps in the row matrix's (ka, kh, kw, cg) order
     order = {(True, True): (3, 0, 4, 5, 2, 1), (True, False): (3, 0, 1, 4, 5, 2),
              (False, True): (0, 3, 4, 5, 2, 1), (False, False): (0, 1, 3, 4, 5, 2)}
     weights = (order[shift, channels_last],
                (taps, g, kg, o // g) if channels_last else (taps, g, o // g, kg))
-    plane = size[1] * size[2]
-
-    def scratch(images, a_rows):
-        row_count = (a_rows + extra) * images * inner_positions
-        k, s, dl = geometry[0][0], geometry[1][0], geometry[2][0]
-        slab = min(size[0], (a_rows + extra - 1) * s + (k - 1) * dl + 1)
-        total = row_count * depth
-        if c > 1 or images > 1:
-            total += slab * images * plane * c
-        if images > 1 or (channels_last and o > 1):  # the GEMM result, before it moves to out
-            total += o * a_rows * images * inner_positions
-        return total * item
-
-    budget = min(TARGET_BLOCK_BYTES, workspace)
-    images, a_rows = 1, out[0]
-    if inner_positions * out[0] < PER_IMAGE_MIN_POSITIONS and n > 1:
-        per_image = scratch(2, out[0]) - scratch(1, out[0])
-        images = int(min(n, max(1, budget // max(per_image, 1))))
-    if images == 1:
-        a_rows = max(1, min(out[0], _largest(lambda r: scratch(1, r) <= budget, out[0])))
-    if scratch(images, a_rows) > workspace:
-        return None  # even one row along A is too big: the columns path splits rows
-    blas_dims = (depth, inner_positions * out[0], a_rows * images * inner_positions)
-    if max(blas_dims) > _im2col.BLAS_MAX_DIM:
-        return None
     return RowsPlan(
-        x4=(n, c, size[0], plane), inner=(size[1], size[2]), geometry=geometry, taps=taps,
-        channels_last=channels_last,
-        dilation_a=dilation[0], extra_rows=extra, weights=weights, depth=depth,
-        inner_positions=inner_positions, images=images, a_rows=a_rows,
-        workspace=scratch(images, a_rows))
+        x4=(n, c, size[0], size[1] * size[2]), inner=(size[1], size[2]), geometry=geometry,
+        taps=taps, channels_last=channels_last, dilation_a=dilation[0], extra_rows=extra,
+        weights=weights, depth=g * kg, inner_positions=out[1] * out[2], out_channels=o,
+        itemsize=item, images=max(n, 1), a_rows=max(out[0], 1), workspace=0, workers=1)
+
+
+def _scratch(p: RowsPlan, images: int, a_rows: int) -> int:
+    """Bytes one worker needs for blocks of ``images`` x ``a_rows`` output rows."""
+    n, c, a_size, plane = p.x4
+    o, pin = p.out_channels, p.inner_positions
+    k, s, dl = (v[0] for v in p.geometry[:3])
+    total = (a_rows + p.extra_rows) * images * pin * p.depth  # the row matrix
+    if c > 1 or images > 1:  # the channels-last slab
+        slab_rows = min(a_size, (a_rows + p.extra_rows - 1) * s + (k - 1) * dl + 1)
+        total += slab_rows * images * plane * c
+    if images > 1 or (p.channels_last and o > 1):  # the GEMM result, before it moves to out
+        total += o * a_rows * images * pin
+    return total * p.itemsize
+
+
+def _rows_plan(layout, workspace, target, threads):
+    """``layout`` cut into blocks of about ``target`` bytes, at most ``workspace`` per
+    worker; None where one row along A does not fit (or, with several threads, where
+    there is too little work to share out)."""
+    n, out_rows, pin = layout.x4[0], layout.a_rows, layout.inner_positions
+    per_image = out_rows * pin
+
+    def cut(budget, least_rows=1):
+        """(images, rows along A) per block: as much as fits ``budget``, in even shares
+        of at least ``least_rows`` output positions where the budget allows."""
+        if per_image < PER_IMAGE_MIN_POSITIONS and n > 1:
+            images = _largest(lambda i: _scratch(layout, i, out_rows) <= budget, n)
+            if images > 1:
+                return _balanced(n, images, threads, least=-(-least_rows // per_image)), out_rows
+        a_rows = _largest(lambda r: _scratch(layout, 1, r) <= budget, out_rows)
+        least = max(-(-least_rows // max(pin, 1)), SHIFT_ROWS_PER_EXTRA * layout.extra_rows)
+        return 1, _balanced(out_rows, a_rows, threads, repeats=n, least=least)
+
+    def count(images, a_rows):
+        return -(-n // images) * -(-out_rows // a_rows)
+
+    # blocks need enough rows for BLAS's best rate (shared out: one BLAS thread each),
+    # and, split along A, enough to make the rows shifted taps read twice negligible
+    least_rows = MIN_GEMM_ROWS if threads > 1 else 1
+    if per_image >= least_rows or n == 1:
+        wide_rows = max(-(-least_rows // max(pin, 1)), SHIFT_ROWS_PER_EXTRA * layout.extra_rows)
+        wide = _scratch(layout, 1, min(out_rows, wide_rows))
+    else:
+        wide = _scratch(layout, min(n, -(-least_rows // max(per_image, 1))), out_rows)
+    budget = min(max(min(target, workspace), wide), workspace)
+    images, a_rows = cut(budget, least_rows)
+    if threads > 1:
+        wanted = MIN_BLOCKS_PER_WORKER * threads
+        if count(images, a_rows) < wanted:  # cut finer, not below MIN_BLOCK_BYTES
+            images, a_rows = cut(max(budget * count(images, a_rows) // wanted, MIN_BLOCK_BYTES))
+        if count(images, a_rows) < wanted:
+            return None
+    scratch = _scratch(layout, images, a_rows)
+    if scratch > workspace:
+        return None  # even one row along A is too big: the columns path splits rows
+    if max(layout.depth, per_image, a_rows * images * pin) > _im2col.BLAS_MAX_DIM:
+        return None
+    return replace(layout, images=images, a_rows=a_rows, workspace=scratch, workers=threads)
+
+
+def _balanced(total, most, workers, repeats=1, least=1):
+    """Block size for ``repeats`` runs of ``total`` items: at most ``most``, even blocks.
+
+    With several workers, the block count per run (from the fewest, at most
+    ``workers`` more, keeping blocks of at least ``least``) that leaves the
+    busiest worker the fewest items.
+    """
+    fewest = -(-total // max(most, 1))
+    count = fewest
+    if workers > 1:
+        finest = max(fewest, total // max(least, 1))
+        count = min(range(fewest, min(fewest + workers, finest) + 1),
+                    key=lambda k: -(-repeats * k // workers) * -(-total // k))
+    return -(-total // count)
 
 
 def _largest(fits, upper):
@@ -235,6 +332,41 @@ def _columns_plan(problem, workspace):
         workspace=images * span * column_bytes)
 
 
+def work(problem, workspace=None, threads=None) -> dict:
+    """What :func:`correlate` does besides multiply-adds, for cost models.
+
+    Returns ``copied`` (elements the lowering writes: channels-last input,
+    row or column matrix, output moves), ``gemm_calls`` (BLAS calls),
+    ``blocks`` and ``workers`` (threads sharing the blocks, each with one
+    BLAS thread; 1 when BLAS gets the whole budget).
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 6), (1, 1, 3), "float64")
+    >>> work(p, threads=1)
+    {'copied': 6, 'gemm_calls': 3, 'blocks': 1, 'workers': 1}
+    """
+    if threads is None:
+        threads = min(_config.get_num_threads(), CPUS)
+    p = plan(problem, _config.get_workspace_bytes() if workspace is None else workspace, threads)
+    n, o = problem.batch, problem.out_channels
+    outputs = n * o * math.prod(problem.out_spatial)
+    if isinstance(p, ColumnsPlan):
+        blocks = -(-n // p.images) * -(-p.positions // p.span)
+        return {"copied": p.rows * n * p.positions + outputs, "gemm_calls": blocks,
+                "blocks": blocks, "workers": 1}
+    copied = sum((na + p.extra_rows) * nb * p.inner_positions for _, nb, _, na in p.blocks)
+    copied *= p.depth
+    if p.x4[1] > 1 or p.images > 1:
+        copied += math.prod(p.x4)
+    if p.images > 1 or (p.channels_last and o > 1):
+        copied += outputs
+    blocks = len(p.blocks)
+    return {"copied": copied, "gemm_calls": blocks * p.taps * problem.groups, "blocks": blocks,
+            "workers": p.workers}
+
+
 # ---------------------------------------------------------------- correlate
 
 def correlate(x, w, problem, out=None):
@@ -248,7 +380,8 @@ def correlate(x, w, problem, out=None):
     array([[[1., 3., 5., 7.]]])
     """
     _ensure_blas()
-    blocks = plan(problem, _config.get_workspace_bytes())
+    threads = min(_config.get_num_threads(), CPUS)
+    blocks = plan(problem, _config.get_workspace_bytes(), threads)
     result = out if out is not None and out.flags.c_contiguous and out.flags.writeable else \
         np.empty(problem.out_shape, problem.dtype)
     if result.size:
@@ -257,12 +390,11 @@ def correlate(x, w, problem, out=None):
         out3 = result.reshape(problem.batch, problem.out_channels, -1)
         if problem.w_shape[1] == 0 or 0 in problem.kernel:
             out3.fill(0)
+        elif isinstance(blocks, ColumnsPlan):
+            with blas_threads(threads):
+                _run_columns(x, w, out3, problem, blocks)
         else:
-            with blas_threads(_config.get_num_threads()):
-                if isinstance(blocks, RowsPlan):
-                    _run_rows(x, w, out3, problem, blocks)
-                else:
-                    _run_columns(x, w, out3, problem, blocks)
+            _run_rows(x, w, out3, problem, blocks, threads)
     if out is not None and result is not out:
         out[...] = result
         return out
@@ -270,7 +402,7 @@ def correlate(x, w, problem, out=None):
 
 
 def _arrange_weights(w, problem, p):
-    """w as (taps, G, Kg, Og), Kg in the row matrix's (ka, kh, kw, channel) order."""
+    """w as (taps, G, Kg, Og) or (taps, G, Og, Kg), Kg in the row matrix's order."""
     o, cg, g = problem.out_channels, problem.w_shape[1], problem.groups
     kernel = _pad3(problem.kernel, 1, problem.ndim)
     w6 = w.reshape((g, o // g, cg) + kernel)
@@ -278,39 +410,75 @@ def _arrange_weights(w, problem, p):
     return np.ascontiguousarray(w6.transpose(order)).reshape(shape)
 
 
-def _run_rows(x, w, out3, problem, p):
+def _run_rows(x, w, out3, problem, p, threads):
+    """Run every block: on ``p.workers`` threads with one BLAS thread each, or on
+    this thread with BLAS getting the budget."""
+    todo = iter(p.blocks)  # a list iterator hands out each block once, thread-safely
+    args = (x.reshape(p.x4), _arrange_weights(w, problem, p), out3, problem, p, todo)
+    if p.workers == 1:
+        with blas_threads(threads):
+            _rows_worker(*args)
+        return
+    with blas_threads(1):
+        helpers = [_pool().submit(_rows_worker, *args) for _ in range(p.workers - 1)]
+        try:
+            _rows_worker(*args)
+        finally:
+            # helpers that never started have nothing left to do; wait for the others
+            for future in helpers:
+                if not future.cancel():
+                    future.result()
+
+
+_pool_lock = threading.Lock()
+_pool_state = {"executor": None}
+
+
+def _forget_pool():
+    # a forked child inherits the pool object but none of its threads
+    _pool_state["executor"] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _pool():
+    """The threads that help callers run blocks; they sleep when idle (no spinning)."""
+    with _pool_lock:
+        if _pool_state["executor"] is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _pool_state["executor"] = ThreadPoolExecutor(
+                max_workers=max(CPUS - 1, 1), thread_name_prefix="fastconv-im2col")
+        return _pool_state["executor"]
+
+
+def _rows_worker(x4, weights, out3, problem, p, todo):
+    """Lower and multiply blocks taken from ``todo`` until none is left."""
     n, c, a_size, plane = p.x4
-    o, pin = problem.out_channels, p.inner_positions
-    x4 = x.reshape(p.x4)
-    weights = _arrange_weights(w, problem, p)
+    pin = p.inner_positions
     kernel, stride, dilation, pad, out_rows = p.geometry
-    oa_total = out_rows[0] - p.extra_rows
-    row_buffer = np.empty(p.workspace // problem.dtype.itemsize, problem.dtype)
-    for b0 in range(0, n, p.images):
-        nb = min(p.images, n - b0)
-        for oa0 in range(0, oa_total, p.a_rows):
-            na = min(p.a_rows, oa_total - oa0)
-            nr = na + p.extra_rows  # rows along A that im2row fills
-            lo = max(oa0 * stride[0] - pad[0], 0)
-            hi = min((oa0 + nr - 1) * stride[0] + (kernel[0] - 1) * dilation[0] - pad[0] + 1,
-                     a_size)
-            hi = max(hi, lo)
-            free = row_buffer
-            if c == 1 and nb == 1:
-                slab = x4[b0, 0, lo:hi].reshape((hi - lo, 1) + p.inner + (1,))
-            else:
-                size = (hi - lo) * nb * plane * c
-                slab = free[:size].reshape((hi - lo, nb) + p.inner + (c,))
-                free = free[size:]
-                _im2col.to_channels_last(x4, slab.reshape(hi - lo, nb, plane, c), b0, lo)
-            count = nr * nb * pin
-            rows = free[:count * p.depth].reshape(count, p.depth)
-            free = free[count * p.depth:]
-            _im2col.im2row(slab, rows, kernel, stride, dilation, pad, out_rows, a_size, lo,
-                           groups=problem.groups, p0=oa0 * pin, npos=nr * pin)
-            m = na * nb * pin
-            _gemm_into_out(rows, weights, free, out3, b0, nb, oa0 * pin, m, pin,
-                           p.dilation_a * nb * pin, p.channels_last)
+    buffer = np.empty(p.workspace // problem.dtype.itemsize, problem.dtype)
+    for b0, nb, oa0, na in todo:
+        nr = na + p.extra_rows  # rows along A that im2row fills
+        lo = max(oa0 * stride[0] - pad[0], 0)
+        hi = min((oa0 + nr - 1) * stride[0] + (kernel[0] - 1) * dilation[0] - pad[0] + 1, a_size)
+        hi = max(hi, lo)
+        free = buffer
+        if c == 1 and nb == 1:
+            slab = x4[b0, 0, lo:hi].reshape((hi - lo, 1) + p.inner + (1,))
+        else:
+            size = (hi - lo) * nb * plane * c
+            slab = free[:size].reshape((hi - lo, nb) + p.inner + (c,))
+            free = free[size:]
+            _im2col.to_channels_last(x4, slab.reshape(hi - lo, nb, plane, c), b0, lo)
+        count = nr * nb * pin
+        rows = free[:count * p.depth].reshape(count, p.depth)
+        free = free[count * p.depth:]
+        _im2col.im2row(slab, rows, kernel, stride, dilation, pad, out_rows, a_size, lo,
+                       groups=problem.groups, p0=oa0 * pin, npos=nr * pin)
+        _gemm_into_out(rows, weights, free, out3, b0, nb, oa0 * pin, na * nb * pin, pin,
+                       p.dilation_a * nb * pin, p.channels_last)
 
 
 def _gemm_into_out(rows, weights, free, out3, b0, nb, p0, m, pin, shift, channels_last):
