@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from . import backends, costs, dispatch
+from ._config import get_num_threads
 from .problem import make_problem
 
 # (x_shape, w_shape, padding) per grid row; dtypes are crossed with these.
@@ -62,8 +63,15 @@ class CalibrationReport:
                 f"regret after:  {stats(self.regret_after)}\nprofile saved to {self.path}")
 
 
+# BLAS and FFT worker threads spin for a while after a call and would take the
+# cores from the next backend's threads; a pause lets them sleep first, so each
+# backend is timed as it runs on a quiet machine.
+_SETTLE_SECONDS = 0.12
+
+
 def _time(module, x, w, problem, budget: float) -> float:
     module.correlate(x, w, problem)  # warm up: JIT compilation, FFT plans
+    time.sleep(_SETTLE_SECONDS)
     runs = []
     start = time.perf_counter()
     while len(runs) < 3 or (time.perf_counter() - start < budget and len(runs) < 15):
@@ -126,7 +134,7 @@ def regret(problems, timings) -> list:
     for problem, row in zip(problems, timings):
         if not row:
             continue
-        ranked = [(n, c) for n, c in dispatch._ranking(problem)[0] if n in row]
+        ranked = [(n, c) for n, c in dispatch._ranking(problem, get_num_threads())[0] if n in row]
         chosen = ranked[0][0] if ranked else min(row, key=lambda n: row[n][0])
         ratios.append(row[chosen][0] / min(t for t, _ in row.values()))
     return ratios

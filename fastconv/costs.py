@@ -35,12 +35,22 @@ def fft_size(problem) -> int:
 
 
 def _features_direct(p):
-    return (1.0, p.macs * _dtype_weight(p), _elements(p))
+    # the kernel vectorises along the output row: each row pass per tap and input
+    # channel also pays a fixed start-up, which dominates short rows
+    row_passes = p.macs / max(p.out_spatial[-1], 1)
+    return (1.0, p.macs * _dtype_weight(p), _elements(p), row_passes)
 
 
 def _features_im2col(p):
-    cols = p.batch * p.in_channels * math.prod(p.kernel) * math.prod(p.out_spatial)
-    return (1.0, p.macs * _dtype_weight(p), cols * _dtype_weight(p) + _elements(p))
+    # im2col plans its blocks, copies and BLAS calls per problem and thread budget;
+    # its plan says how much it copies and how many GEMM calls it makes.
+    from ._config import get_num_threads
+    from .backends import im2col
+    work = im2col.work(p)
+    threads = max(get_num_threads(), 1)
+    weight = _dtype_weight(p)
+    return (1.0, p.macs * weight / threads, work["copied"] * weight / work["workers"],
+            float(work["gemm_calls"]))
 
 
 def _features_fft(p):
@@ -77,11 +87,12 @@ FEATURES = {
     "cuda": _features_cuda,
 }
 
-#: seconds per feature unit, fitted on a 2-core x86-64 machine (see module docstring)
+#: seconds per feature unit, fitted by ``fastconv.calibrate(quick=False)`` on a 2-core
+#: x86-64 machine (AVX-512, OpenBLAS 0.3.31) on 2026-11-26; the cuda row is a guess
 DEFAULT_COEFFICIENTS = {
-    "direct": (3e-6, 1.2e-10, 1.5e-9),
-    "im2col": (2e-5, 1.5e-11, 2e-9),
-    "fft": (4e-5, 1.0, 1.0, 1.0),
+    "direct": (7.34e-06, 3.63e-11, 7.68e-11, 7.01e-09),
+    "im2col": (0.0, 1.069e-11, 3.127e-09, 3.267e-05),
+    "fft": (8.74e-05, 0.8926, 0.4391, 1.018),
     "separable": (2e-5, 1.2e-10, 1.5e-9),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from . import backends
+from ._config import get_num_threads
 
 #: scipy's method names, mapped to the backends that implement them here
 ALIASES = {"direct": "direct", "fft": "fft"}
@@ -59,8 +60,11 @@ def resolve_method(method: str) -> str:
 
 
 @lru_cache(maxsize=2048)
-def _ranking(problem):
-    """Candidates that support the problem, cheapest first, and those that don't."""
+def _ranking(problem, threads=None):
+    """Candidates that support the problem, cheapest first, and those that don't.
+
+    ``threads`` is part of the cache key only: costs depend on the thread budget.
+    """
     ranked, rejected = [], {}
     for name, module in backends.REGISTRY.items():
         if module.supports(problem):
@@ -104,7 +108,7 @@ def choose(problem, x=None, w=None, method: str = "auto") -> Choice:
             raise ValueError(f"method {method!r} cannot compute this problem "
                              f"({_describe(problem)}); use method='auto'")
         return Choice(method, "forced by method=", problem, [(method, module.cost(problem))])
-    ranked, static_rejected = _ranking(problem)
+    ranked, static_rejected = _ranking(problem, get_num_threads())
     ranked, rejected = list(ranked), dict(static_rejected)
     inspected = set()
     while ranked:

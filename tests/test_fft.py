@@ -161,6 +161,7 @@ def test_measured_plans_replace_estimated_ones(monkeypatch):
     if _fft_plans.pyfftw is None:
         pytest.skip("pyFFTW is not installed")
     _fft_plans.clear()
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", True)
     monkeypatch.setattr(_fft_plans, "MEASURE_AFTER", 2)
     monkeypatch.setattr(_fft_plans, "MEASURE_TIMELIMIT", 0.05)
     problem, x, w = _case((1, 1, 40), (1, 1, 5), padding=2)

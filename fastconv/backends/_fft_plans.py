@@ -8,13 +8,16 @@ only ever used by the thread that borrowed it, so concurrent calls never
 execute the same plan object on the same arrays.  Returned workspaces are
 kept for the next call with the same key (shapes, dtype, threads, engine).
 
-Plans start as FFTW_ESTIMATE (planning in milliseconds, even for big
-sizes).  When a key has been used ``MEASURE_AFTER`` times and its batch is
+Plans are FFTW_ESTIMATE (planning in milliseconds, even for big sizes).
+With ``FASTCONV_FFTW_MEASURE=1`` in the environment, once a key has been used ``MEASURE_AFTER`` times and its batch is
 small enough to measure quickly, a background thread makes FFTW_MEASURE plans
 for it (a time limit caps each) and swaps them into the pool: no call ever
 waits for measuring, and later workspaces of that key re-plan from FFTW's
 wisdom in milliseconds.  In the tile pipeline measured plans are 0-15 %
 faster than estimated ones (powers of two, where the tiles mostly are).
+It is off by default: the measuring thread takes a core for up to half a
+second, and a parallel kernel started meanwhile (Numba's, BLAS's) waits for
+that core: measured here, a 0.04 ms direct convolution took 7 ms.
 
 Without pyFFTW (or with the module attribute ``pyfftw`` set to None) the
 same workspaces call scipy.fft, whose own plan cache is thread-safe.
@@ -22,6 +25,7 @@ same workspaces call scipy.fft, whose own plan cache is thread-safe.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import OrderedDict
 
@@ -33,6 +37,8 @@ try:
 except ImportError:  # scipy.fft takes over
     pyfftw = None
 
+#: make FFTW_MEASURE plans in the background for keys in steady use (see module docstring)
+MEASURE_IN_BACKGROUND = os.environ.get("FASTCONV_FFTW_MEASURE", "") == "1"
 #: uses of a key at which its FFTW_MEASURE plans are made, in the background
 MEASURE_AFTER = 3
 #: largest batch of transform points (all planes of a chunk) planned with FFTW_MEASURE
@@ -153,7 +159,7 @@ def acquire(units, c, o, shape, dtype, elementwise, threads) -> Workspace:
         if len(_USES) > 4 * POOL_KEYS * POOL_PER_KEY:  # forget counts of long-gone keys
             _USES.clear()
         uses = _USES[key] = _USES.get(key, 0) + 1
-        measure = (key[0] == "pyfftw" and uses == MEASURE_AFTER
+        measure = (MEASURE_IN_BACKGROUND and key[0] == "pyfftw" and uses == MEASURE_AFTER
                    and points <= MEASURE_MAX_POINTS and key not in _MEASURED)
         idle = _POOL.get(key)
         workspace = idle.pop() if idle else None
