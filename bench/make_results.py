@@ -19,8 +19,8 @@ RESULTS = HERE / "RESULTS.md"
 COMMAND = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/make_results.py"
 
 
-def run_benchmarks(selection: str | None, files=("test_engine.py",)) -> dict:
-    """Run pytest-benchmark on ``files`` and return {group: {label: median seconds}}."""
+def run_benchmarks(selection: str | None, files=("test_engine.py", "test_layers.py")):
+    """Run pytest-benchmark on ``files``: ({group: {label: median seconds}}, {group: flops})."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
         args = [sys.executable, "-m", "pytest", *[str(HERE / f) for f in files], "-q",
@@ -31,10 +31,13 @@ def run_benchmarks(selection: str | None, files=("test_engine.py",)) -> dict:
         subprocess.run(args, check=False, cwd=HERE.parent)
         data = json.loads(out.read_text())
     groups: dict = {}
+    flops: dict = {}
     for b in data["benchmarks"]:
         label = b["extra_info"].get("label") or b["name"].split("[")[0].split("_", 2)[-1]
         groups.setdefault(b["group"], {})[label] = b["stats"]["median"]
-    return groups
+        if "flops" in b["extra_info"]:
+            flops[b["group"]] = b["extra_info"]["flops"]
+    return groups, flops
 
 
 def machine() -> list[str]:
@@ -79,15 +82,20 @@ def ratio_table(groups: dict) -> list[str]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    groups = run_benchmarks(argv[0] if argv else None)
-    from targets import engine_targets  # bench/targets.py: the issue's targets as checks
+    groups, flops = run_benchmarks(argv[0] if argv else None)
+    from targets import engine_targets, layer_targets  # the issues' targets as checks
     text = ["# Benchmark results", "",
             f"Regenerate with `{COMMAND}`.", "",
             f"- date: {datetime.date.today().isoformat()}", *machine(), "",
             "Ratios are medians measured in the same run; 'vs fastconv auto' above 1 means "
             "fastconv's automatic choice is faster.", "",
-            "## Targets", "", *engine_targets(groups), "", "## All measurements", "",
+            "## Engine targets", "", *engine_targets(groups), "",
+            "## Network layer targets (float32, batch as in the chapter)", "",
+            *layer_targets(groups, flops), "", "## All measurements", "",
             *ratio_table(groups), ""]
+    training = HERE / "RESULTS-training.md"  # python bench/training_results.py --out bench/RESULTS-training.md
+    if training.exists():
+        text += ["", training.read_text()]
     RESULTS.write_text("\n".join(text))
     print(f"wrote {RESULTS}")
     return 0

@@ -55,3 +55,24 @@ def engine_targets(groups: dict) -> list[str]:
         rows.append(_row("dispatcher: worst auto / fastest backend", f"{max(regrets):.2f}x", "<= 2x",
                          max(regrets) <= 2))
     return rows
+
+
+def layer_targets(groups: dict, flops: dict) -> list[str]:
+    """Rows for the network-layer targets: torch / fastconv, GFLOP/s, share of matmul rate."""
+    rows = ["| layer | torch / fastconv | goal | verdict | fastconv GFLOP/s | share of numpy matmul rate |",
+            "|---|---|---|---|---|---|"]
+    matmul = groups.get("numpy float32 matmul 2048", {}).get("numpy_matmul")
+    rate = flops.get("numpy float32 matmul 2048", 0) / matmul if matmul else None
+    for group in sorted(groups):
+        e = groups[group]
+        if "torch" not in e or "fastconv_auto" not in e:
+            continue
+        ratio = e["torch"] / e["fastconv_auto"]
+        goal = 0.7 if "conv" in group or "resnet" in group else 1.0
+        gflops = flops.get(group, 0) / e["fastconv_auto"] / 1e9 if flops.get(group) else None
+        share = f"{gflops * 1e9 / rate:.2f}" if gflops and rate else ""
+        rows.append(f"| {group} | {ratio:.2f}x | >= {goal}x | {'met' if ratio >= goal else 'NOT met'} | "
+                    f"{'' if gflops is None else f'{gflops:.0f}'} | {share} |")
+    if rate:
+        rows.append(f"| numpy float32 matmul 2048 (reference rate) | | | | {rate / 1e9:.0f} | 1.00 |")
+    return rows
