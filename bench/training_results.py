@@ -77,7 +77,7 @@ def step_table(rounds: int, torch) -> tuple[list[str], dict]:
     def towers_step():
         # towers made per step (two thread starts, well under a millisecond): living towers
         # hold BLAS at one thread, and the other configurations here would change that
-        # under their feet (fastconv.backends.im2col.blas_threads is process-wide)
+        # under their feet (fastconv._config.blas_threads is process-wide)
         with Towers(model_gradients(cifar10.CIFAR10), towers=2, threads_per_tower=1) as towers:
             loss, grads = towers(params, x, y)
         sgd_update(params, grads, 0.0)

@@ -352,7 +352,7 @@ def test_empty_problems():
 
 
 def _blas_threads_now():
-    return [ctl.num_threads for ctl in backend._blas_controllers()]
+    return [ctl.num_threads for ctl in _config._blas_controllers()]
 
 
 def test_thread_budget_one(monkeypatch):

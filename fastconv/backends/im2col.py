@@ -46,6 +46,7 @@ from functools import lru_cache
 import numpy as np
 
 from .. import _config
+from .._config import blas_threads
 from ..problem import FAST_DTYPES
 
 NAME = "im2col"
@@ -520,8 +521,7 @@ def _run_columns(x, w, out3, problem, p):
 
 # ---------------------------------------------------------------- BLAS
 
-_blas_lock = threading.Lock()
-_blas_state = {"loaded": False, "controllers": None, "active": 0, "saved": None}
+_blas_state = {"loaded": False}
 
 
 def _ensure_blas():
@@ -529,70 +529,6 @@ def _ensure_blas():
     if not _blas_state["loaded"]:
         _im2col.load_blas()
         _blas_state["loaded"] = True
-
-
-def _blas_controllers():
-    """threadpoolctl's BLAS controllers (numpy's and scipy's), found once."""
-    if _blas_state["controllers"] is None:
-        _ensure_blas()  # scipy's BLAS must be loaded to be found
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas_state["controllers"] = ThreadpoolController().select(user_api="blas") \
-                .lib_controllers
-        except Exception:  # no threadpoolctl or an unknown BLAS: leave BLAS alone
-            _blas_state["controllers"] = []
-    return _blas_state["controllers"]
-
-
-class blas_threads:
-    """Run BLAS with ``n`` threads inside a ``with``, touching it only if needed.
-
-    threadpoolctl's ``threadpool_limits`` costs about half a millisecond, so
-    this calls the library controllers directly (a microsecond or two), and
-    only when the current setting differs.  The setting is process-wide:
-    while any call has changed it, the value found before the first of them
-    is kept and restored when the last one leaves, so concurrent callers
-    never leak their budget.  The ``with`` value is ``n``.
-
-    Examples
-    --------
-    >>> with blas_threads(1) as n:
-    ...     n
-    1
-    """
-
-    __slots__ = ("n", "tracked")
-
-    def __init__(self, n: int):
-        self.n = int(n)
-        self.tracked = False
-
-    def __enter__(self):
-        controllers = _blas_controllers()
-        if not controllers:
-            return self.n
-        with _blas_lock:
-            current = [ctl.num_threads for ctl in controllers]
-            if _blas_state["active"] == 0 and all(t == self.n for t in current):
-                return self.n
-            if _blas_state["active"] == 0:
-                _blas_state["saved"] = current
-            _blas_state["active"] += 1
-            self.tracked = True
-            for ctl, t in zip(controllers, current):
-                if t != self.n:
-                    ctl.set_num_threads(self.n)
-        return self.n
-
-    def __exit__(self, *exc):
-        if not self.tracked:
-            return
-        self.tracked = False
-        with _blas_lock:
-            _blas_state["active"] -= 1
-            if _blas_state["active"] == 0:
-                for ctl, t in zip(_blas_state["controllers"], _blas_state["saved"]):
-                    ctl.set_num_threads(t)
 
 
 # ---------------------------------------------------------------- im2col / col2im for gradients

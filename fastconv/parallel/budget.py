@@ -17,12 +17,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .._config import get_num_threads, thread_budget
-
-try:  # the one process-wide BLAS setter; see the module docstring
-    from ..backends.im2col import blas_threads
-except ImportError:  # pragma: no cover - im2col always imports; its extension may not
-    blas_threads = None
+from .._config import blas_threads, get_num_threads, thread_budget
 
 
 @contextlib.contextmanager
@@ -36,12 +31,8 @@ def compute_budget(threads: int | None = None):
     1
     """
     n = get_num_threads() if threads is None else int(threads)
-    with thread_budget(n):
-        if blas_threads is None:
-            yield n
-        else:
-            with blas_threads(n):
-                yield n
+    with thread_budget(n), blas_threads(n):
+        yield n
 
 
 class HeldBLASThreads:
@@ -57,9 +48,8 @@ class HeldBLASThreads:
     """
 
     def __init__(self, n: int):
-        self._context = None if blas_threads is None else blas_threads(int(n))
-        if self._context is not None:
-            self._context.__enter__()
+        self._context = blas_threads(int(n))
+        self._context.__enter__()
 
     def release(self) -> None:
         if self._context is not None:
