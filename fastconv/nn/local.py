@@ -106,6 +106,39 @@ def _unshared_check(x_shape, w_shape, stride, padding, op):
     return stride, pairs, out
 
 
+def _weight_grad_args(input, weight_size, grad_output, stride, padding, check, op):
+    """Validated operands of a weight gradient, cast to the result dtype.
+
+    Returns ``(x, w_shape, gy, stride, pairs, out, dtype)``; ``check`` is the
+    variant's geometry check (:func:`_unshared_check` or :func:`_tiled_check`).
+    """
+    x = _validate.float_array(input, "input")
+    x, _ = _validate.batched(x, 2, "input", op)
+    w_shape = _size(weight_size, "weight_size", (6,), op)
+    stride, pairs, out = check(x.shape, w_shape, stride, padding, op)
+    gy, _ = _grad_output(grad_output, x.shape[0], w_shape[0], out, op)
+    dtype = _validate.result_dtype(x, gy)
+    return (x.astype(dtype, copy=False), w_shape, gy.astype(dtype, copy=False), stride, pairs,
+            out, dtype)
+
+
+def _input_grad_args(input_size, weight, grad_output, stride, padding, check, op):
+    """Validated operands of an input gradient, cast to the result dtype.
+
+    Returns ``(unbatched, x_shape, w, gy, stride, pairs, out, dtype)``.
+    """
+    size = _size(input_size, "input_size", (4, 3), op)
+    w = _validate.float_array(weight, "weight")
+    if w.ndim != 6:
+        raise ValueError(f"expected weight of {op} to be 6-D, got weight of shape {w.shape}")
+    x_shape = size if len(size) == 4 else (1,) + size
+    stride, pairs, out = check(x_shape, w.shape, stride, padding, op)
+    gy, _ = _grad_output(grad_output, x_shape[0], w.shape[0], out, op)
+    dtype = _validate.result_dtype(w, gy)
+    return (len(size) == 3, x_shape, w.astype(dtype, copy=False), gy.astype(dtype, copy=False),
+            stride, pairs, out, dtype)
+
+
 def _position_major(x, kernel, stride, pairs) -> np.ndarray:
     """Columns as ``(OH*OW, N, C*KH*KW)``: one matrix per output position."""
     win = _windows(x, kernel, stride, pairs)
@@ -165,16 +198,11 @@ def unshared_conv2d_weight(input, weight_size, grad_output, stride=1, padding=0)
     array([[[1., 1.],
             [1., 1.]]])
     """
-    op = "unshared_conv2d_weight"
-    x = _validate.float_array(input, "input")
-    x, _ = _validate.batched(x, 2, "input", op)
-    w_shape = _size(weight_size, "weight_size", (6,), op)
-    stride, pairs, out = _unshared_check(x.shape, w_shape, stride, padding, op)
-    gy, _ = _grad_output(grad_output, x.shape[0], w_shape[0], out, op)
-    dtype = _validate.result_dtype(x, gy)
-    cols = _position_major(x.astype(dtype, copy=False), w_shape[4:], stride, pairs)
+    x, w_shape, gy, stride, pairs, out, dtype = _weight_grad_args(
+        input, weight_size, grad_output, stride, padding, _unshared_check, "unshared_conv2d_weight")
+    cols = _position_major(x, w_shape[4:], stride, pairs)
     o, oh, ow = w_shape[:3]
-    gp = gy.astype(dtype, copy=False).transpose(2, 3, 1, 0).reshape(oh * ow, o, -1)   # (P, O, N)
+    gp = gy.transpose(2, 3, 1, 0).reshape(oh * ow, o, -1)   # (P, O, N)
     dw = np.matmul(gp, cols)                                                         # (P, O, CKK)
     dw = dw.reshape((oh, ow, o) + w_shape[3:]).transpose(2, 0, 1, 3, 4, 5)
     return np.ascontiguousarray(dw)
@@ -194,21 +222,14 @@ def unshared_conv2d_input(input_size, weight, grad_output, stride=1, padding=0):
            [2., 4., 2.],
            [1., 2., 1.]])
     """
-    op = "unshared_conv2d_input"
-    size = _size(input_size, "input_size", (4, 3), op)
-    w = _validate.float_array(weight, "weight")
-    if w.ndim != 6:
-        raise ValueError(f"expected weight of {op} to be 6-D, got weight of shape {w.shape}")
-    x_shape = size if len(size) == 4 else (1,) + size
-    stride, pairs, out = _unshared_check(x_shape, w.shape, stride, padding, op)
-    gy, _ = _grad_output(grad_output, x_shape[0], w.shape[0], out, op)
-    dtype = _validate.result_dtype(w, gy)
+    unbatched, x_shape, w, gy, stride, pairs, out, dtype = _input_grad_args(
+        input_size, weight, grad_output, stride, padding, _unshared_check, "unshared_conv2d_input")
     o, oh, ow, c, kh, kw = w.shape
-    gp = gy.astype(dtype, copy=False).transpose(2, 3, 0, 1).reshape(oh * ow, -1, o)  # (P, N, O)
-    kernels = w.astype(dtype, copy=False).transpose(1, 2, 0, 3, 4, 5).reshape(oh * ow, o, -1)
+    gp = gy.transpose(2, 3, 0, 1).reshape(oh * ow, -1, o)                               # (P, N, O)
+    kernels = w.transpose(1, 2, 0, 3, 4, 5).reshape(oh * ow, o, -1)
     cols = np.matmul(gp, kernels).reshape(oh, ow, -1, c, kh, kw)                       # (P, N, CKK)
     dx = _col2im(cols.transpose(2, 0, 1, 3, 4, 5), x_shape, (kh, kw), stride, pairs, dtype)
-    return dx[0] if len(size) == 3 else dx
+    return dx[0] if unbatched else dx
 
 
 # ---------------------------------------------------------------------------
@@ -286,15 +307,9 @@ def tiled_conv2d_weight(input, weight_size, grad_output, stride=1, padding=0):
     array([[1., 1.],
            [1., 1.]])
     """
-    op = "tiled_conv2d_weight"
-    x = _validate.float_array(input, "input")
-    x, _ = _validate.batched(x, 2, "input", op)
-    w_shape = _size(weight_size, "weight_size", (6,), op)
-    stride, pairs, out = _tiled_check(x.shape, w_shape, stride, padding, op)
-    gy, _ = _grad_output(grad_output, x.shape[0], w_shape[0], out, op)
-    dtype = _validate.result_dtype(x, gy)
-    cols = _batch_major(x.astype(dtype, copy=False), w_shape[2:4], stride, pairs)
-    gy = gy.astype(dtype, copy=False)
+    x, w_shape, gy, stride, pairs, out, dtype = _weight_grad_args(
+        input, weight_size, grad_output, stride, padding, _tiled_check, "tiled_conv2d_weight")
+    cols = _batch_major(x, w_shape[2:4], stride, pairs)
     o, tiles = w_shape[0], w_shape[4:]
     dw = np.zeros(w_shape, dtype=dtype)
     for a in range(min(tiles[0], out[0])):
@@ -315,22 +330,14 @@ def tiled_conv2d_input(input_size, weight, grad_output, stride=1, padding=0):
            [2., 4., 2.],
            [1., 2., 1.]])
     """
-    op = "tiled_conv2d_input"
-    size = _size(input_size, "input_size", (4, 3), op)
-    w = _validate.float_array(weight, "weight")
-    if w.ndim != 6:
-        raise ValueError(f"expected weight of {op} to be 6-D, got weight of shape {w.shape}")
-    x_shape = size if len(size) == 4 else (1,) + size
-    stride, pairs, out = _tiled_check(x_shape, w.shape, stride, padding, op)
-    gy, _ = _grad_output(grad_output, x_shape[0], w.shape[0], out, op)
-    dtype = _validate.result_dtype(w, gy)
-    w = w.astype(dtype, copy=False)
+    unbatched, x_shape, w, gy, stride, pairs, out, dtype = _input_grad_args(
+        input_size, weight, grad_output, stride, padding, _tiled_check, "tiled_conv2d_input")
     o, c, kh, kw, ta, tb = w.shape
     cols = np.empty((x_shape[0],) + out + (c, kh, kw), dtype=dtype)
     for a in range(min(ta, out[0])):
         for b in range(min(tb, out[1])):
             g_ab = gy[:, :, a::ta, b::tb].transpose(0, 2, 3, 1)            # (N, Pa, Pb, O)
-            part = g_ab.reshape(-1, o).astype(dtype, copy=False) @ w[..., a, b].reshape(o, -1)
+            part = g_ab.reshape(-1, o) @ w[..., a, b].reshape(o, -1)
             cols[:, a::ta, b::tb] = part.reshape(g_ab.shape[:3] + (c, kh, kw))
     dx = _col2im(cols, x_shape, (kh, kw), stride, pairs, dtype)
-    return dx[0] if len(size) == 3 else dx
+    return dx[0] if unbatched else dx
