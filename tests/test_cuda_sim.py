@@ -102,6 +102,17 @@ def test_reason_without_driver(fresh_probe):
     assert cuda.UNAVAILABLE_REASON.startswith("no CUDA GPU found")
 
 
+@pytest.mark.skipif(not HAS_NUMBA_CUDA, reason="numba-cuda not installed")
+def test_reason_when_the_kernel_compiler_cannot_load(fresh_probe):
+    # numba-cuda 0.30.4 with numpy 2.5 fails this way at its first kernel compile
+    def broken(name):
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+    fresh_probe.setattr(cuda.importlib, "import_module", broken)
+    reason = cuda._compiler_loads()
+    assert reason.startswith("numba-cuda ") and "row_stack" in reason
+    assert f"numpy {np.__version__}" in reason
+
+
 def test_simulator_not_registered_unless_asked(fresh_probe):
     fresh_probe.setattr(cuda, "_numba_cuda_installed", lambda: True)
     fresh_probe.setenv("NUMBA_ENABLE_CUDASIM", "1")

@@ -78,11 +78,29 @@ def _probe() -> str:
         return "no CUDA GPU found (no CUDA driver library on this machine)"
     try:
         from numba import cuda
-        if cuda.is_available():
-            return ""
+        if not cuda.is_available():
+            return "no CUDA GPU found (numba.cuda.is_available() is False)"
     except Exception as exc:  # a broken driver or toolkit must not break `import fastconv`
         return f"no CUDA GPU found ({type(exc).__name__}: {exc})"
-    return "no CUDA GPU found (numba.cuda.is_available() is False)"
+    return "" if _simulator_on() else _compiler_loads()
+
+
+def _compiler_loads() -> str:
+    """'' where numba-cuda's kernel compiler imports, else why not.
+
+    The compiler's registries load lazily at the first kernel compile; a
+    numba-cuda older than the installed numpy fails there (numba-cuda 0.30.4
+    with numpy 2.5: ``np.row_stack`` is gone), which would surface as an
+    AttributeError deep inside the first convolution.  Loading them here
+    turns that into "backend unavailable" with the reason.
+    """
+    try:
+        importlib.import_module("numba.cuda.cudaimpl")
+    except Exception as exc:
+        from importlib.metadata import version
+        return (f"numba-cuda {version('numba-cuda')} cannot compile kernels with numpy "
+                f"{np.__version__} ({type(exc).__name__}: {exc})")
+    return ""
 
 
 def available() -> bool:
