@@ -11,6 +11,13 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "fastconv._bufferpool",
+        ["fastconv/_bufferpool.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3,

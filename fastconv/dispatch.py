@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from . import backends
+from . import _outputs, backends
 from ._config import get_num_threads
 
 #: scipy's method names, mapped to the backends that implement them here
@@ -178,7 +178,11 @@ def correlate(x, w, problem, method: str = "auto", out=None):
     array([[[2., 2., 2.]]])
     """
     choice = choose(problem, x, w, method)
-    return backends.REGISTRY[choice.name].correlate(x, w, choice.problem, out=out)
+    backend = backends.REGISTRY[choice.name]
+    if out is None and choice.name != "cuda":
+        # large results come from reused blocks: fresh ones page-fault (see _outputs)
+        out = _outputs.empty(problem.out_shape, problem.dtype)
+    return backend.correlate(x, w, choice.problem, out=out)
 
 
 def clear_cache() -> None:
