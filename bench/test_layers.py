@@ -93,11 +93,11 @@ def test_conv_forward_backward(run, benchmark, layer, impl):
     _label(benchmark, f"{layer} fwd+bwd", f"{impl}_auto" if impl == "fastconv" else "torch",
            3 * conv_flops(*spec))
     if impl == "fastconv":
-        run(_fastconv_step, x, w, b, g, pad, rounds=3)
+        run(_fastconv_step, x, w, b, g, pad, rounds=7)
     else:
         if torch is None:
             pytest.skip("torch not installed")
-        run(_torch_step, *map(torch.from_numpy, (x, w, b, g)), pad, rounds=3)
+        run(_torch_step, *map(torch.from_numpy, (x, w, b, g)), pad, rounds=7)
 
 
 @pytest.fixture(scope="module")

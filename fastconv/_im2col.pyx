@@ -350,9 +350,10 @@ def load_blas():
 
 
 cdef inline void _gemm(char transa, int m, int n, int k, const scalar* a, int lda, const scalar* b,
-                       int ldb, bint accumulate, scalar* c, int ldc) noexcept nogil:
-    """Column-major C (m x n) (+)= op(A) B, op(A) = A or A^T (m x k)."""
-    cdef char no = b'N'
+                       int ldb, bint accumulate, scalar* c, int ldc,
+                       char no=b'N') noexcept nogil:
+    """Column-major C (m x n) (+)= op(A) op(B), op(A) = A or A^T (m x k), op(B) (k x n)
+    likewise (``no``: B's transposition, plain by default)."""
     cdef scalar alpha = 1
     cdef scalar beta = 1 if accumulate else 0
     if scalar is float:
@@ -736,3 +737,166 @@ def im2row(const scalar[:, :, :, :, ::1] xt, scalar[:, ::1] rows, kernel, stride
             _fill_row(&xt[0, 0, 0, 0, 0], &rows[r, 0], b, p // inner, q // g.out[2],
                       q % g.out[2], nb, channels, groups, a_base, &g)
     return rows.base
+
+
+# ============================================================== gradients
+#
+# The weight gradient is the forward's GEMM with the roles turned round:
+# ``dW_t[g] (Og x Kg) += G_g (Og x m) R_t (m x Kg)`` over blocks of the row (or
+# column) matrix ``R``, the output gradient ``G`` read in the block's column
+# order (straight from the (N, O, P) array for one image, gathered by
+# ``gather_columns`` for several).  The input gradient by columns is
+# ``cols_g (Kg x m) = W_g^T (Kg x Og) G_g (Og x m)`` followed by ``col2im``.
+
+def gemm_weight(const scalar[:, ::1] rows, const scalar[:, :] g, scalar[:, :, :, ::1] acc,
+                Py_ssize_t m, Py_ssize_t shift, bint transposed_rows=False):
+    """Accumulate ``acc[t, gi] += G_gi @ R[t * shift : t * shift + m, gi block]``.
+
+    Parameters
+    ----------
+    rows : ndarray, (R, G * Kg)
+        Row matrix (positions x taps) from :func:`im2row`; with
+        ``transposed_rows`` a column matrix (G * Kg, positions) from
+        :func:`im2col` instead (one tap, ``shift`` ignored).
+    g : ndarray, (G * Og, >= m)
+        Output gradient, columns in the row matrix's position order; rows
+        may be any whole number of elements apart.
+    acc : ndarray, (T, G, Og, Kg)
+        Accumulated into (BLAS beta = 1).
+    m, shift : int
+        Positions, and the row offset from one tap along A to the next.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> load_blas()
+    >>> rows = np.arange(6.0).reshape(3, 2)
+    >>> acc = np.zeros((2, 1, 1, 2))
+    >>> _ = gemm_weight(rows, np.ones((1, 2)), acc, 2, 1)
+    >>> acc[:, 0, 0]   # rows 0+1, then rows 1+2
+    array([[2., 4.],
+           [6., 8.]])
+    """
+    cdef Py_ssize_t taps = acc.shape[0], groups = acc.shape[1], og = acc.shape[2]
+    cdef Py_ssize_t kg = acc.shape[3], t, gi, ldg = g.strides[0] // sizeof(scalar)
+    cdef Py_ssize_t width = rows.shape[0] if transposed_rows else rows.shape[1]
+    cdef Py_ssize_t length = rows.shape[1] if transposed_rows else rows.shape[0]
+    cdef Py_ssize_t ldr = rows.shape[1]
+    if _zgemm == NULL:
+        raise RuntimeError("call load_blas() first")
+    if width != groups * kg or g.shape[0] != groups * og:
+        raise ValueError(f"rows ({rows.shape[0]}, {rows.shape[1]}), output gradient "
+                         f"({g.shape[0]}, {g.shape[1]}) and acc ({taps}, {groups}, {og}, {kg}) "
+                         "do not match")
+    if transposed_rows and taps != 1:
+        raise ValueError("a column matrix holds every tap: acc must have one")
+    if g.shape[1] > 1 and g.strides[1] != sizeof(scalar):
+        raise ValueError("the output gradient must be contiguous along its rows")
+    if g.shape[0] == 1:
+        ldg = max(g.shape[1], 1)
+    elif ldg * <Py_ssize_t>sizeof(scalar) != g.strides[0] or ldg < g.shape[1]:
+        raise ValueError("the output gradient's rows must be a whole number of elements apart")
+    if m < 0 or shift < 0 or g.shape[1] < m or (m > 0 and (taps - 1) * shift + m > length):
+        raise ValueError(f"m={m} and shift={shift} run past rows or the output gradient")
+    if max(m, og, kg, ldr, ldg) > BLAS_MAX_DIM:
+        raise OverflowError("matrix dimension too large for the BLAS interface")
+    if m == 0 or og == 0 or kg == 0 or groups == 0 or taps == 0:
+        return
+    cdef char plain = b'N', transposed = b'T'
+    with nogil:
+        for t in range(taps):
+            for gi in range(groups):
+                # column-major (Kg x Og) = R_t^T (Kg x m) G_g^T (m x Og)
+                if transposed_rows:
+                    _gemm(transposed, <int>kg, <int>og, <int>m, &rows[gi * kg, 0], <int>ldr,
+                          &g[gi * og, 0], <int>ldg, True, &acc[t, gi, 0, 0], <int>kg)
+                else:
+                    _gemm(plain, <int>kg, <int>og, <int>m, &rows[t * shift, gi * kg], <int>ldr,
+                          &g[gi * og, 0], <int>ldg, True, &acc[t, gi, 0, 0], <int>kg)
+
+
+def gemm_input_columns(const scalar[:, :, ::1] w, const scalar[:, :] g, scalar[:, ::1] cols,
+                       Py_ssize_t m):
+    """``cols[gi block] = W_gi^T @ G_gi``: the input gradient as a column matrix.
+
+    Parameters
+    ----------
+    w : ndarray, (G, Og, Kg)
+        The weight, taps in :func:`im2col`'s row order (channel-major).
+    g : ndarray, (G * Og, >= m)
+        Output gradient, one column per (image, position) of the block; rows
+        may be any whole number of elements apart.
+    cols : ndarray, (G * Kg, >= m)
+        Overwritten in its first ``m`` columns; ready for :func:`col2im`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> load_blas()
+    >>> cols = np.empty((2, 3))
+    >>> _ = gemm_input_columns(np.ones((1, 1, 2)), np.arange(3.0).reshape(1, 3), cols, 3)
+    >>> cols
+    array([[0., 1., 2.],
+           [0., 1., 2.]])
+    """
+    cdef Py_ssize_t groups = w.shape[0], og = w.shape[1], kg = w.shape[2], gi
+    cdef Py_ssize_t ldg = g.strides[0] // sizeof(scalar), ldc = cols.shape[1]
+    if _zgemm == NULL:
+        raise RuntimeError("call load_blas() first")
+    if cols.shape[0] != groups * kg or g.shape[0] != groups * og:
+        raise ValueError(f"weight ({groups}, {og}, {kg}), output gradient ({g.shape[0]}, "
+                         f"{g.shape[1]}) and cols ({cols.shape[0]}, {cols.shape[1]}) do not match")
+    if g.shape[1] > 1 and g.strides[1] != sizeof(scalar):
+        raise ValueError("the output gradient must be contiguous along its rows")
+    if g.shape[0] == 1:
+        ldg = max(g.shape[1], 1)
+    elif ldg * <Py_ssize_t>sizeof(scalar) != g.strides[0] or ldg < g.shape[1]:
+        raise ValueError("the output gradient's rows must be a whole number of elements apart")
+    if m < 0 or m > g.shape[1] or m > cols.shape[1]:
+        raise ValueError(f"m={m} runs past the output gradient or cols")
+    if max(m, og, kg, ldg, ldc) > BLAS_MAX_DIM:
+        raise OverflowError("matrix dimension too large for the BLAS interface")
+    if m == 0 or kg == 0 or groups == 0:
+        return
+    if og == 0:
+        cols[:, :m] = 0
+        return
+    cdef char plain = b'N', transposed = b'T'
+    with nogil:
+        for gi in range(groups):
+            # column-major (m x Kg) = G_g^T (m x Og) W_g (Og x Kg)
+            _gemm(plain, <int>m, <int>kg, <int>og, &g[gi * og, 0], <int>ldg,
+                  &w[gi, 0, 0], <int>kg, False, &cols[gi * kg, 0], <int>ldc, transposed)
+
+
+def gather_columns(const scalar[:, :, ::1] out, scalar[:, ::1] block, Py_ssize_t b0,
+                   Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t inner):
+    """The inverse of :func:`columns_to_output`: ``block (O, m)`` from ``out (N, O, P)``.
+
+    Column ``(t * nb + b) * inner + q`` of ``block`` is
+    ``out[b0 + b, :, p0 + t * inner + q]``; ``inner = P`` gives image-major
+    columns (the :func:`im2col` order).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> block = np.empty((1, 4))
+    >>> _ = gather_columns(np.arange(4.0).reshape(2, 1, 2), block, 0, 2, 0, 1)
+    >>> block
+    array([[0., 2., 1., 3.]])
+    """
+    cdef Py_ssize_t o = block.shape[0], m = block.shape[1], P = out.shape[2], t, b, c, chunks
+    if out.shape[1] != o or nb < 1 or b0 < 0 or b0 + nb > out.shape[0] or inner < 1 \
+            or m % (nb * inner) or p0 < 0 or p0 + m // nb > P:
+        raise ValueError(f"block ({o}, {m}) of {nb} images does not fit out "
+                         f"({out.shape[0]}, {out.shape[1]}, {P}) at image {b0}, position {p0}")
+    if m == 0 or o == 0:
+        return block.base
+    chunks = m // inner
+    with nogil:
+        for c in range(o):
+            for t in range(chunks):
+                b = t % nb
+                memcpy(&block[c, t * inner], &out[b0 + b, c, p0 + (t // nb) * inner],
+                       inner * sizeof(scalar))
+    return block.base

@@ -427,3 +427,81 @@ def test_many_python_threads_at_once():
         thread.join()
     assert not errors, errors
     assert _blas_threads_now() == before
+
+
+# ---------------------------------------------------------------- gradients by GEMM
+
+from . import naive  # noqa: E402
+
+GRADIENT_CONFIGURATIONS = ["shift-channels-first-batched", "full-channels-last-per-image",
+                           "shared-blocks-channels-first", "shared-blocks-channels-last",
+                           "one-row-blocks", "columns-path", "columns-tiny-blocks"]
+# the uneven geometries, plus a batch that no block size divides
+GRADIENT_GEOMETRIES = GEOMETRIES + [((7, 3, 9, 10), (4, 3, 3, 3), 1, 1, 1, 1),
+                                    ((5, 4, 8, 7), (6, 2, 3, 2), (1, 2), ((2, 0), (1, 1)), 1, 2)]
+
+
+def _gradient_data(geometry, dtype, seed):
+    problem = _problem(geometry, dtype)
+    rng = np.random.default_rng(seed)
+    x, w, gy = (_random(rng, shape, dtype) for shape in
+                (problem.x_shape, problem.w_shape, problem.out_shape))
+    return problem, x, w, gy
+
+
+def _check_gradients(problem, x, w, gy):
+    copies = [a.copy() for a in (x, w, gy)]
+    dw = backend.weight_gradient(x, gy, problem)
+    dx = backend.input_gradient(gy, w, problem)
+    for before, after in zip(copies, (x, w, gy)):
+        np.testing.assert_array_equal(before, after)  # caller arrays untouched
+    assert dw.shape == problem.w_shape and dx.shape == problem.x_shape
+    assert dw.dtype == dx.dtype == problem.dtype
+    args = (problem.stride, problem.padding, problem.dilation, problem.groups)
+    _assert_close(dw, naive.grad_weight(x, gy, problem.w_shape, *args), problem.dtype)
+    _assert_close(dx, naive.grad_input(problem.x_shape, w, gy, *args), problem.dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("configuration", GRADIENT_CONFIGURATIONS, indirect=True)
+def test_gradients_by_gemm_on_every_path(configuration, dtype, monkeypatch):
+    # the weight gradient shifts A where the forward does, in these configurations
+    monkeypatch.setattr(backend, "WEIGHT_SHIFT_MIN_DEPTH", backend.SHIFT_MIN_DEPTH)
+    for seed, geometry in enumerate(GRADIENT_GEOMETRIES):
+        with _config.thread_budget(2):
+            _check_gradients(*_gradient_data(geometry, dtype, seed))
+
+
+@pytest.fixture
+def input_blocks(request, monkeypatch):
+    """Input-gradient blocks: several images, or spans of positions of one image."""
+    block_bytes, min_columns = request.param
+    monkeypatch.setattr(backend, "INPUT_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(backend, "INPUT_MIN_COLUMNS", min_columns)
+    monkeypatch.setattr(backend, "CPUS", 4)
+    backend.input_gradient_plan.cache_clear()
+    yield request.param
+    backend.input_gradient_plan.cache_clear()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("input_blocks", [(1, 7), (12000, 1), (1 << 20, 1)], indirect=True)
+def test_input_gradient_blocks(input_blocks, threads):
+    problem, x, w, gy = _gradient_data(((9, 4, 6, 7), (6, 2, 3, 2), (2, 1), ((1, 0), (1, 1)),
+                                        (1, 2), 2), "float64", seed=11)
+    plan = backend.input_gradient_plan(problem, _config.get_workspace_bytes(), threads)
+    if input_blocks[0] == 1:
+        assert plan.images == 1 and plan.span < plan.positions   # spans of one image
+    elif input_blocks[0] == 12000 and threads == 1:
+        assert 1 < plan.images < problem.batch                   # uneven image blocks
+    elif threads > 1:
+        assert plan.workers == threads and plan.images < problem.batch
+    with _config.thread_budget(threads):
+        _check_gradients(problem, x, w, gy)
+
+
+def test_gradients_of_empty_problems():
+    problem = make_problem((0, 2, 5, 5), (3, 2, 3, 3), "float64")
+    x, w, gy = np.zeros(problem.x_shape), np.ones(problem.w_shape), np.zeros(problem.out_shape)
+    np.testing.assert_array_equal(backend.weight_gradient(x, gy, problem), 0)
+    assert backend.input_gradient(gy, w, problem).shape == problem.x_shape

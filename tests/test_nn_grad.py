@@ -166,3 +166,51 @@ def test_size_spellings_unbatched_and_method():
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.skipif("im2col" not in backends.REGISTRY, reason="im2col extension not built")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", GRAD_CASES, ids=GRAD_IDS)
+def test_gemm_gradients_match_loops(case, dtype):
+    """method='im2col': both gradients as GEMMs on im2col's lowering (the weight
+    gradient always, the input gradient where col2im copies less)."""
+    x, w, stride, padding, dilation, groups = _data(case, dtype, seed=9)
+    nd = x.ndim - 2
+    gy = np.random.default_rng(10).standard_normal(
+        _forward(x, w, stride, padding, dilation, groups).shape).astype(dtype)
+    dx = INPUT[nd](x.shape, w, gy, stride, padding, dilation, groups, method="im2col")
+    dw = WEIGHT[nd](x, w.shape, gy, stride, padding, dilation, groups, method="im2col")
+    assert dx.dtype == dw.dtype == np.dtype(dtype)
+    _close(dx, naive.grad_input(x.shape, w, gy, stride, padding, dilation, groups), dtype)
+    _close(dw, naive.grad_weight(x, gy, w.shape, stride, padding, dilation, groups), dtype)
+
+
+@pytest.mark.skipif("im2col" not in backends.REGISTRY, reason="im2col extension not built")
+def test_first_layer_input_gradient_by_columns(monkeypatch):
+    """Few input channels: the input gradient is col2im(W^T G), not a correlation
+    with 3 output channels; other backends forced keep the correlation."""
+    from fastconv.backends import im2col
+    calls = []
+    original = im2col.input_gradient
+    monkeypatch.setattr(im2col, "input_gradient", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5, 3, 12, 11)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 5, 5)).astype(np.float32)
+    gy = rng.standard_normal((5, 16, 12, 11)).astype(np.float32)
+    x_before, w_before, gy_before = x.copy(), w.copy(), gy.copy()
+    want = naive.grad_input(x.shape, w, gy, (1, 1), ((2, 2), (2, 2)), (1, 1))
+    _close(grad.conv2d_input(x.shape, w, gy, padding=2, method="im2col"), want, "float32")
+    assert calls
+    _close(grad.conv2d_input(x.shape, w, gy, padding=2, method="reference"), want, "float32")
+    assert len(calls) == 1
+    for before, after in [(x_before, x), (w_before, w), (gy_before, gy)]:
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.skipif("im2col" not in backends.REGISTRY, reason="im2col extension not built")
+def test_gemm_gradients_chosen_for_network_layers():
+    from fastconv.problem import make_problem
+    layer = make_problem((128, 3, 24, 24), (64, 3, 5, 5), "float32", padding=2)
+    assert grad._gemm_backend(layer, "auto") is backends.REGISTRY["im2col"]
+    assert grad._gemm_backend(layer, "im2col") is backends.REGISTRY["im2col"]
+    assert grad._gemm_backend(layer, "reference") is None

@@ -23,6 +23,10 @@ Two ways to lay out the lowered input, both built by the Cython kernels of
     32-bit ints.  :func:`im2col` / :func:`col2im` expose its layout for the
     gradient code.
 
+Gradients: :func:`weight_gradient` and :func:`input_gradient` run a layer's
+backward pass as GEMMs on the same lowering (see the section at the end);
+``fastconv.nn.grad`` calls them where they pay.
+
 Threads: with a budget of T > 1 and enough blocks, T workers (this thread
 and T-1 pooled helpers) take blocks in turn, each doing its own copies and
 single-threaded GEMMs, so the copies run in parallel too (up to 30 % faster
@@ -45,7 +49,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .. import _config
+from .. import _config, _outputs
 from .._config import blas_threads
 from ..problem import FAST_DTYPES
 
@@ -165,12 +169,14 @@ def _lead3(values, fill):
 
 
 @lru_cache(maxsize=256)
-def plan(problem, workspace: int, threads: int = 1):
+def plan(problem, workspace: int, threads: int = 1, min_depth: int | None = None):
     """How :func:`correlate` cuts ``problem`` into blocks, for a workspace cap and budget.
 
     With ``threads > 1`` and enough work the blocks are shared out between
     ``workers`` threads, each with one BLAS thread and ``workspace // workers``
     bytes of scratch; otherwise one thread runs them and BLAS gets the budget.
+    The A axis is shifted (not expanded) from rows of ``min_depth`` products
+    (default :data:`SHIFT_MIN_DEPTH`).
 
     Examples
     --------
@@ -180,7 +186,7 @@ def plan(problem, workspace: int, threads: int = 1):
     >>> type(blocks).__name__, blocks.taps, blocks.workers
     ('RowsPlan', 5, 2)
     """
-    layout = _rows_layout(problem)
+    layout = _rows_layout(problem, SHIFT_MIN_DEPTH if min_depth is None else min_depth)
     if threads > 1:
         shared = _rows_plan(layout, workspace // threads, PARALLEL_BLOCK_BYTES, threads)
         if shared is not None:
@@ -189,7 +195,13 @@ def plan(problem, workspace: int, threads: int = 1):
     return rows if rows is not None else _columns_plan(problem, workspace)
 
 
-def _rows_layout(problem) -> RowsPlan:
+# w viewed as (g, og, cg, ka, kh, kw) -> (taps, g, kg, og) or (taps, g, og, kg), kg in the
+# row matrix's (ka, kh, kw, cg) order; keyed by (A axis shifted, channels last)
+_WEIGHT_ORDER = {(True, True): (3, 0, 4, 5, 2, 1), (True, False): (3, 0, 1, 4, 5, 2),
+                 (False, True): (0, 3, 4, 5, 2, 1), (False, False): (0, 1, 3, 4, 5, 2)}
+
+
+def _rows_layout(problem, min_depth) -> RowsPlan:
     """The rows path's geometry for ``problem``, before any blocking (one block of
     everything, which the planner then cuts)."""
     d, (n, c), item = problem.ndim, problem.x_shape[:2], problem.dtype.itemsize
@@ -200,7 +212,7 @@ def _rows_layout(problem) -> RowsPlan:
                                  problem.dilation, problem.out_spatial))
     pad = _pad3(tuple(p[0] for p in problem.padding), 0, d)
     inner_taps = kernel[1] * kernel[2]
-    shift = stride[0] == 1 and kernel[0] > 1 and inner_taps * cg >= SHIFT_MIN_DEPTH
+    shift = stride[0] == 1 and kernel[0] > 1 and inner_taps * cg >= min_depth
     # the orientation BLAS runs faster for few output channels costs a transpose
     # of the output: worth it only when each output sums enough products
     channels_last = (o // g <= CHANNELS_LAST_MAX_CHANNELS
@@ -213,10 +225,7 @@ def _rows_layout(problem) -> RowsPlan:
     else:
         extra, geometry = 0, (kernel, stride, dilation, pad, out)
         taps, kg = 1, math.prod(kernel) * cg
-    # w viewed as (g, og, cg, ka, kh, kw); taps in the row matrix's (ka, kh, kw, cg) order
-    order = {(True, True): (3, 0, 4, 5, 2, 1), (True, False): (3, 0, 1, 4, 5, 2),
-             (False, True): (0, 3, 4, 5, 2, 1), (False, False): (0, 1, 3, 4, 5, 2)}
-    weights = (order[shift, channels_last],
+    weights = (_WEIGHT_ORDER[shift, channels_last],
                (taps, g, kg, o // g) if channels_last else (taps, g, o // g, kg))
     return RowsPlan(
         x4=(n, c, size[0], size[1] * size[2]), inner=(size[1], size[2]), geometry=geometry,
@@ -415,20 +424,28 @@ def _run_rows(x, w, out3, problem, p, threads):
     """Run every block: on ``p.workers`` threads with one BLAS thread each, or on
     this thread with BLAS getting the budget."""
     todo = iter(p.blocks)  # a list iterator hands out each block once, thread-safely
-    args = (x.reshape(p.x4), _arrange_weights(w, problem, p), out3, problem, p, todo)
-    if p.workers == 1:
+    _run_workers(_rows_worker, (x.reshape(p.x4), _arrange_weights(w, problem, p), out3, problem,
+                                p, todo), p.workers, threads)
+
+
+def _run_workers(worker, args, workers, threads):
+    """``worker(*args)`` on ``workers`` threads (this one and pooled helpers) with one BLAS
+    thread each, or once on this thread with BLAS getting ``threads``; the workers share
+    the blocks through an iterator in ``args``.  Returns the results, this thread's first."""
+    if workers == 1:
         with blas_threads(threads):
-            _rows_worker(*args)
-        return
+            return [worker(*args)]
     with blas_threads(1):
-        helpers = [_pool().submit(_rows_worker, *args) for _ in range(p.workers - 1)]
+        helpers = [_pool().submit(worker, *args) for _ in range(workers - 1)]
+        results = []
         try:
-            _rows_worker(*args)
+            results.append(worker(*args))
         finally:
             # helpers that never started have nothing left to do; wait for the others
             for future in helpers:
                 if not future.cancel():
-                    future.result()
+                    results.append(future.result())
+        return results
 
 
 _pool_lock = threading.Lock()
@@ -456,30 +473,36 @@ def _pool():
 
 def _rows_worker(x4, weights, out3, problem, p, todo):
     """Lower and multiply blocks taken from ``todo`` until none is left."""
+    buffer = _outputs.empty((p.workspace // problem.dtype.itemsize,), problem.dtype)
+    pin = p.inner_positions
+    for b0, nb, oa0, na in todo:
+        rows, free = _lower_block(x4, buffer, problem, p, b0, nb, oa0, na)
+        _gemm_into_out(rows, weights, free, out3, b0, nb, oa0 * pin, na * nb * pin, pin,
+                       p.dilation_a * nb * pin, p.channels_last)
+
+
+def _lower_block(x4, buffer, problem, p, b0, nb, oa0, na):
+    """The row matrix of one block, built in ``buffer``; returns it and the unused rest."""
     n, c, a_size, plane = p.x4
     pin = p.inner_positions
     kernel, stride, dilation, pad, out_rows = p.geometry
-    buffer = np.empty(p.workspace // problem.dtype.itemsize, problem.dtype)
-    for b0, nb, oa0, na in todo:
-        nr = na + p.extra_rows  # rows along A that im2row fills
-        lo = max(oa0 * stride[0] - pad[0], 0)
-        hi = min((oa0 + nr - 1) * stride[0] + (kernel[0] - 1) * dilation[0] - pad[0] + 1, a_size)
-        hi = max(hi, lo)
-        free = buffer
-        if c == 1 and nb == 1:
-            slab = x4[b0, 0, lo:hi].reshape((hi - lo, 1) + p.inner + (1,))
-        else:
-            size = (hi - lo) * nb * plane * c
-            slab = free[:size].reshape((hi - lo, nb) + p.inner + (c,))
-            free = free[size:]
-            _im2col.to_channels_last(x4, slab.reshape(hi - lo, nb, plane, c), b0, lo)
-        count = nr * nb * pin
-        rows = free[:count * p.depth].reshape(count, p.depth)
-        free = free[count * p.depth:]
-        _im2col.im2row(slab, rows, kernel, stride, dilation, pad, out_rows, a_size, lo,
-                       groups=problem.groups, p0=oa0 * pin, npos=nr * pin)
-        _gemm_into_out(rows, weights, free, out3, b0, nb, oa0 * pin, na * nb * pin, pin,
-                       p.dilation_a * nb * pin, p.channels_last)
+    nr = na + p.extra_rows  # rows along A that im2row fills
+    lo = max(oa0 * stride[0] - pad[0], 0)
+    hi = min((oa0 + nr - 1) * stride[0] + (kernel[0] - 1) * dilation[0] - pad[0] + 1, a_size)
+    hi = max(hi, lo)
+    free = buffer
+    if c == 1 and nb == 1:
+        slab = x4[b0, 0, lo:hi].reshape((hi - lo, 1) + p.inner + (1,))
+    else:
+        size = (hi - lo) * nb * plane * c
+        slab = free[:size].reshape((hi - lo, nb) + p.inner + (c,))
+        free = free[size:]
+        _im2col.to_channels_last(x4, slab.reshape(hi - lo, nb, plane, c), b0, lo)
+    count = nr * nb * pin
+    rows = free[:count * p.depth].reshape(count, p.depth)
+    _im2col.im2row(slab, rows, kernel, stride, dilation, pad, out_rows, a_size, lo,
+                   groups=problem.groups, p0=oa0 * pin, npos=nr * pin)
+    return rows, free[count * p.depth:]
 
 
 def _gemm_into_out(rows, weights, free, out3, b0, nb, p0, m, pin, shift, channels_last):
@@ -585,3 +608,220 @@ def col2im(cols, problem, out=None):
     cols = np.ascontiguousarray(cols, dtype=problem.dtype)
     _im2col.col2im(cols, result.reshape(_x5(problem)), *_columns_geometry(problem))
     return result
+
+
+# ---------------------------------------------------------------- gradients by GEMM
+#
+# The layers' backward pass as matrix products on the same lowering, rather
+# than as correlations with swapped roles (a huge kernel and a tiny output, or
+# a handful of output channels, which no backend runs well):
+#   weight: dW_g (Og x Kg) = sum over blocks of G_g (Og x m) @ R_g (m x Kg), R the
+#           forward's row matrix (shifted along A as in the forward), accumulated
+#           per worker and summed;
+#   input:  cols_g = W_g^T G_g, then col2im (its adjoint scatter-add), in blocks of
+#           whole images that workers share (images never overlap).
+
+#: the weight gradient's GEMM has the row length Kg as a dimension of its small
+#: (Og x Kg) result: shifting A (Kg / K_A) is worth its smaller copy only from this
+#: row length (conv1's 15 measured 1.5x slower shifted than unshifted 75)
+WEIGHT_SHIFT_MIN_DEPTH = 64
+#: scratch per block of the input gradient (column matrix + gathered output gradient):
+#: it is written by BLAS and read straight back by col2im, so it should stay in cache
+INPUT_BLOCK_BYTES = 1 << 20
+#: ... but each block's GEMM gets at least this many columns where the workspace allows
+INPUT_MIN_COLUMNS = 512
+
+
+def weight_gradient(x, gy, problem):
+    """Gradient of the correlation ``problem`` for its kernel, by GEMM over its row matrix.
+
+    ``dW[o, l, m] = sum_{b, j} G[b, o, j] xpad[b, g(o)*Cg + l, j*s + m*d]``: the
+    forward's lowering of ``x``, block by block, times the output gradient.
+
+    Parameters
+    ----------
+    x : ndarray, ``problem.x_shape``
+        The forward input.
+    gy : ndarray, ``problem.out_shape``
+        Gradient of the loss for the forward output.
+    problem : ConvProblem
+        The forward correlation.
+
+    Returns
+    -------
+    ndarray, ``problem.w_shape``
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 4), (1, 1, 2), "float64")
+    >>> weight_gradient(np.arange(4.0).reshape(1, 1, 4), np.ones((1, 1, 3)), p)
+    array([[[3., 6.]]])
+    """
+    _ensure_blas()
+    dtype = problem.dtype
+    if 0 in problem.w_shape or 0 in problem.out_shape:
+        return np.zeros(problem.w_shape, dtype)
+    threads = min(_config.get_num_threads(), CPUS)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    gy3 = np.ascontiguousarray(gy, dtype=dtype).reshape(problem.batch, problem.out_channels, -1)
+    p = plan(problem, _config.get_workspace_bytes(), threads, WEIGHT_SHIFT_MIN_DEPTH)
+    if isinstance(p, ColumnsPlan):
+        with blas_threads(threads):
+            return _weight_columns(x, gy3, problem, p)
+    parts = _run_workers(_weight_rows_worker, (x.reshape(p.x4), gy3, problem, p, iter(p.blocks)),
+                         p.workers, threads)
+    acc = parts[0]
+    for part in parts[1:]:
+        acc += part
+    g, o, cg = problem.groups, problem.out_channels, problem.w_shape[1]
+    order = _WEIGHT_ORDER[p.taps > 1, False]
+    w6 = (g, o // g, cg) + _pad3(problem.kernel, 1, problem.ndim)
+    acc = acc.reshape(tuple(w6[i] for i in order)).transpose(np.argsort(order))
+    return np.ascontiguousarray(acc).reshape(problem.w_shape)
+
+
+def _weight_rows_worker(x4, gy3, problem, p, todo):
+    """Accumulate the weight gradient of the blocks taken from ``todo``: (taps, G, Og, Kg)."""
+    g, o, pin = problem.groups, problem.out_channels, p.inner_positions
+    acc = np.zeros((p.taps, g, o // g, p.depth // g), problem.dtype)
+    buffer = _outputs.empty((p.workspace // problem.dtype.itemsize,), problem.dtype)
+    for b0, nb, oa0, na in todo:
+        rows, free = _lower_block(x4, buffer, problem, p, b0, nb, oa0, na)
+        m, p0 = na * nb * pin, oa0 * pin
+        if nb == 1:  # one image's positions are a run of its (O, P) gradient
+            grad = gy3[b0, :, p0:p0 + m]
+        else:
+            grad = free[:o * m].reshape(o, m)
+            _im2col.gather_columns(gy3, grad, b0, nb, p0, pin)
+        _im2col.gemm_weight(rows, grad, acc, m, p.dilation_a * nb * pin)
+    return acc
+
+
+def _weight_columns(x, gy3, problem, p):
+    """The weight gradient on the column matrix (where one row along A outgrows the cap)."""
+    n, o, positions = gy3.shape
+    g = problem.groups
+    acc = np.zeros((1, g, o // g, p.rows // g), problem.dtype)
+    x5 = x.reshape(p.x5)
+    buffer = _outputs.empty((p.workspace // problem.dtype.itemsize,), problem.dtype)
+    for b0 in range(0, n, p.images):
+        nb = min(p.images, n - b0)
+        for p0 in range(0, positions, p.span):
+            npos = min(p.span, positions - p0)
+            ncols = nb * npos
+            cols = buffer[:p.rows * ncols].reshape(p.rows, ncols)
+            _im2col.im2col(x5, cols, *p.geometry, b0=b0, nb=nb, p0=p0, npos=npos)
+            if nb == 1:
+                grad = gy3[b0, :, p0:p0 + npos]
+            else:
+                grad = buffer[p.rows * ncols:(p.rows + o) * ncols].reshape(o, ncols)
+                _im2col.gather_columns(gy3, grad, b0, nb, 0, positions)
+            _im2col.gemm_weight(cols, grad, acc, ncols, 0, transposed_rows=True)
+    return acc.reshape(problem.w_shape)
+
+
+@dataclass(frozen=True)
+class InputGradientPlan:
+    """Blocks of the input gradient by columns: ``images`` whole images, or position
+    spans of one image; ``workers`` threads take whole-image units."""
+
+    rows: int          # C * K
+    positions: int     # P
+    images: int
+    span: int
+    workspace: int     # bytes of one worker's scratch
+    workers: int
+
+    def units(self, n):
+        """(first image, images) handed to one worker at a time."""
+        return [(b0, min(self.images, n - b0)) for b0 in range(0, n, self.images)]
+
+
+@lru_cache(maxsize=256)
+def input_gradient_plan(problem, workspace: int, threads: int = 1) -> InputGradientPlan:
+    """How :func:`input_gradient` blocks ``problem``'s input gradient.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((128, 3, 24, 24), (64, 3, 5, 5), "float32", padding=2)
+    >>> blocks = input_gradient_plan(p, 256 << 20, threads=2)
+    >>> blocks.rows, blocks.images, blocks.workers
+    (75, 3, 2)
+    """
+    n, o = problem.batch, problem.out_channels
+    rows = problem.in_channels * math.prod(problem.kernel)
+    positions = math.prod(problem.out_spatial)
+    column = (rows + o) * problem.dtype.itemsize
+    workers = threads if threads > 1 and n >= MIN_BLOCKS_PER_WORKER * threads else 1
+    cap = max(workspace // workers // column, 1)
+    columns = min(cap, max(INPUT_BLOCK_BYTES // column, INPUT_MIN_COLUMNS))
+    if columns >= positions:
+        images, span = min(columns // max(positions, 1), n), positions
+        if workers > 1:  # every worker gets at least MIN_BLOCKS_PER_WORKER units
+            images = min(images, max(n // (MIN_BLOCKS_PER_WORKER * workers), 1))
+    else:
+        images, span = 1, columns
+    return InputGradientPlan(rows, positions, max(images, 1), max(span, 1),
+                             max(images, 1) * max(span, 1) * column, workers)
+
+
+def input_gradient(gy, w, problem):
+    """Gradient of the correlation ``problem`` for its input: ``col2im(W^T G)``.
+
+    Parameters
+    ----------
+    gy : ndarray, ``problem.out_shape``
+        Gradient of the loss for the forward output.
+    w : ndarray, ``problem.w_shape``
+        The forward kernel.
+    problem : ConvProblem
+        The forward correlation.
+
+    Returns
+    -------
+    ndarray, ``problem.x_shape``
+        Input positions no window read get 0.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 4), (1, 1, 2), "float64")
+    >>> input_gradient(np.ones((1, 1, 3)), np.array([[[1.0, 2.0]]]), p)
+    array([[[1., 3., 3., 2.]]])
+    """
+    _ensure_blas()
+    dtype = problem.dtype
+    dx = _outputs.empty(problem.x_shape, dtype)  # reused memory: no page faults
+    dx.fill(0)
+    if dx.size == 0 or 0 in problem.w_shape or 0 in problem.out_shape:
+        return dx
+    threads = min(_config.get_num_threads(), CPUS)
+    p = input_gradient_plan(problem, _config.get_workspace_bytes(), threads)
+    g, o = problem.groups, problem.out_channels
+    gy3 = np.ascontiguousarray(gy, dtype=dtype).reshape(problem.batch, o, -1)
+    w3 = np.ascontiguousarray(w, dtype=dtype).reshape(g, o // g, -1)
+    todo = iter(p.units(problem.batch))
+    _run_workers(_input_worker, (gy3, w3, dx.reshape(_x5(problem)), problem, p, todo),
+                 p.workers, threads)
+    return dx
+
+
+def _input_worker(gy3, w3, dx5, problem, p, todo):
+    """col2im(W^T G) of the image units taken from ``todo``, added into ``dx5``."""
+    o = gy3.shape[1]
+    geometry = _columns_geometry(problem)
+    buffer = _outputs.empty((p.workspace // problem.dtype.itemsize,), problem.dtype)
+    for b0, nb in todo:
+        for p0 in range(0, p.positions, p.span):
+            npos = min(p.span, p.positions - p0)
+            ncols = nb * npos
+            if nb == 1:
+                grad = gy3[b0, :, p0:p0 + npos]
+            else:
+                grad = buffer[p.rows * ncols:(p.rows + o) * ncols].reshape(o, ncols)
+                _im2col.gather_columns(gy3, grad, b0, nb, 0, p.positions)
+            cols = buffer[:p.rows * ncols].reshape(p.rows, ncols)
+            _im2col.gemm_input_columns(w3, grad, cols, ncols)
+            _im2col.col2im(cols, dx5, *geometry, b0=b0, nb=nb, p0=p0, npos=npos)

@@ -26,6 +26,14 @@ channels become an extra spatial axis, so the whole gradient is one
 correlation of a single image, which im2col turns into one large matrix
 product; with groups the channels within a group become the batch and each
 group's output channels see only their own group.
+
+Both as GEMMs.  Where im2col runs the forward problem competitively (and
+always with ``method='im2col'``), the weight gradient is instead
+``dW_g = sum over blocks of G_g @ R_g``, R the forward's row matrix, and, for
+few input channels (a network's first layer), the input gradient is
+``col2im(W^T G)``: see :func:`fastconv.backends.im2col.weight_gradient` and
+:func:`~fastconv.backends.im2col.input_gradient`.  The correlations above keep
+the other cases (large kernels, where FFT wins, and forced backends).
 """
 from __future__ import annotations
 
@@ -36,7 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import geometry
+from .. import backends, dispatch, geometry
+from ..problem import make_problem
 from . import _validate
 from .conv import ConvArgs, check_weight, conv_args, correlate
 from .local import (tiled_conv2d_input, tiled_conv2d_weight,  # noqa: F401  (re-exported)
@@ -152,20 +161,81 @@ def _input_gradient(x_shape, w, gy, args: ConvArgs, dtype, method) -> np.ndarray
                 zip(spatial, gy.shape[2:], kernel, args.padding, args.stride, args.dilation)]
     wt = _transposed_weight(w, args.groups)
     axes = tuple(range(2, len(x_shape)))
-    whole = all(len(ph) == 1 and ph[0].count == n for ph, n in zip(per_axis, spatial))
-    dx = None if whole else np.zeros(x_shape, dtype=dtype)
+    parts = []
     for combo in itertools.product(*per_axis):
         taps = (slice(None), slice(None)) + tuple(ph.taps for ph in combo)
         sub_w = np.flip(wt[taps], axis=axes)
         sub_g = gy[(slice(None), slice(None)) + tuple(ph.crop for ph in combo)]
         sub_args = ConvArgs((1,) * len(axes), tuple(ph.pad for ph in combo),
                             tuple(ph.dilation for ph in combo), args.groups)
+        where = (slice(None), slice(None)) + tuple(slice(ph.start, None, s)
+                                                   for ph, s in zip(combo, args.stride))
+        parts.append((where, sub_g, sub_w, sub_args))
+    problem = _forward_problem(x_shape, w.shape, args, dtype)
+    gemm = _gemm_backend(problem, method)
+    if gemm is not None and _columns_copy_less(gemm, problem, parts, dtype):
+        return gemm.input_gradient(_validate.prepare(gy, dtype), _validate.prepare(w, dtype),
+                                   problem)
+    whole = all(len(ph) == 1 and ph[0].count == n for ph, n in zip(per_axis, spatial))
+    dx = None if whole else np.zeros(x_shape, dtype=dtype)
+    for where, sub_g, sub_w, sub_args in parts:
         part = correlate(sub_g, sub_w, dtype, sub_args, method)
         if dx is None:
             return part
-        dx[(slice(None), slice(None)) + tuple(slice(ph.start, None, s)
-                                             for ph, s in zip(combo, args.stride))] = part
+        dx[where] = part
     return dx
+
+
+def _columns_copy_less(gemm, problem, parts, dtype) -> bool:
+    """Whether ``col2im(W^T G)`` copies less than the correlations of ``parts`` would.
+
+    Both do the same multiply-adds; the columns write (and scatter back) one
+    value per input channel and kernel tap at every output position, the
+    correlations lower the output gradient, one value per *output* channel
+    and tap: the columns win for few input channels (a network's first layer).
+    """
+    columns = problem.batch * math.prod(problem.out_spatial) * problem.in_channels \
+        * math.prod(problem.kernel)
+    rows = 0
+    for _, sub_g, sub_w, sub_args in parts:
+        if 0 in sub_g.shape or 0 in sub_w.shape:
+            continue
+        sub = make_problem(sub_g.shape, sub_w.shape, dtype, sub_args.stride, sub_args.padding,
+                           sub_args.dilation, sub_args.groups, origin="nn")
+        rows += gemm.work(sub)["copied"]
+    return columns < rows
+
+
+# ---------------------------------------------------------------------------
+# both gradients as GEMMs on im2col's lowering
+
+#: with method='auto', the GEMM gradients run where im2col's estimate for the
+#: forward problem is within this factor of the cheapest backend's (the
+#: correlations they replace are cheaper only for large kernels, by FFT)
+GEMM_COST_FACTOR = 2.0
+
+
+def _forward_problem(x_shape, w_shape, args: ConvArgs, dtype):
+    return make_problem(x_shape, w_shape, dtype, args.stride, args.padding, args.dilation,
+                        args.groups, origin="nn")
+
+
+def _gemm_backend(problem, method):
+    """im2col's module where the gradients should run as its GEMMs, else None.
+
+    ``method='im2col'`` forces them; with 'auto' they run where im2col is
+    competitive on the forward problem (same multiply-adds); any other
+    backend name keeps the correlations, run by that backend.
+    """
+    name = dispatch.resolve_method(method)
+    gemm = backends.REGISTRY.get("im2col")
+    if name not in ("auto", "im2col") or gemm is None or not gemm.supports(problem):
+        return None
+    if name == "auto":
+        costs = dict(dispatch.choose(problem).candidates)
+        if costs.get("im2col", math.inf) > GEMM_COST_FACTOR * min(costs.values()):
+            return None
+    return gemm
 
 
 # ---------------------------------------------------------------------------
@@ -191,6 +261,11 @@ def conv_weight(nd: int, op: str, input, weight_size, grad_output, stride, paddi
 
 
 def _weight_gradient(x, w_shape, gy, args: ConvArgs, dtype, method) -> np.ndarray:
+    problem = _forward_problem(x.shape, w_shape, args, dtype)
+    gemm = _gemm_backend(problem, method)
+    if gemm is not None:
+        return gemm.weight_gradient(_validate.prepare(x, dtype), _validate.prepare(gy, dtype),
+                                    problem)
     crop, pads = [], []
     for size, k, l, (before, _), s, d in zip(x.shape[2:], w_shape[2:], gy.shape[2:], args.padding,
                                              args.stride, args.dilation):
