@@ -35,10 +35,16 @@ def fft_size(problem) -> int:
 
 
 def _features_direct(p):
-    # the kernel vectorises along the output row: each row pass per tap and input
-    # channel also pays a fixed start-up, which dominates short rows
+    # two kernels: the register-blocked one (four output rows at a time) and the
+    # row kernel; both vectorise along the output row, and each pass over a row
+    # (four rows for the blocked kernel) per tap pays a fixed start-up that
+    # dominates short rows
+    from .backends import direct
+    macs = p.macs * _dtype_weight(p)
     row_passes = p.macs / max(p.out_spatial[-1], 1)
-    return (1.0, p.macs * _dtype_weight(p), _elements(p), row_passes)
+    if direct.takes_block_path(p):
+        return (1.0, 0.0, macs, _elements(p), row_passes / 4)
+    return (1.0, macs, 0.0, _elements(p), row_passes)
 
 
 def _features_im2col(p):
@@ -61,12 +67,9 @@ def _features_fft(p):
 
 
 def _features_separable(p):
-    rank = p.kernel_rank or 1
-    per_pass = p.batch * p.out_channels * p.w_shape[1] * rank
-    # each 1-D pass touches about the padded input once per kernel tap along its axis
-    taps = sum(k for k in p.kernel) * math.prod(p.padded_spatial)
-    streamed = per_pass * len(p.kernel) * math.prod(p.padded_spatial) + _elements(p)
-    return (1.0, per_pass * taps * _dtype_weight(p), streamed)
+    # its 1-D passes run on direct's kernels: direct's model prices each pass
+    from .backends import separable
+    return (1.0, sum(estimate("direct", q) for q in separable.pass_problems(p)))
 
 
 def _features_reference(p):
@@ -90,10 +93,10 @@ FEATURES = {
 #: seconds per feature unit, fitted by ``fastconv.calibrate(quick=False)`` on a 2-core
 #: x86-64 machine (AVX-512, OpenBLAS 0.3.31) on 2026-11-26; the cuda row is a guess
 DEFAULT_COEFFICIENTS = {
-    "direct": (7.34e-06, 3.63e-11, 7.68e-11, 7.01e-09),
+    "direct": (7.34e-06, 3.63e-11, 2.4e-11, 7.68e-11, 7.01e-09),
     "im2col": (0.0, 1.069e-11, 3.127e-09, 3.267e-05),
     "fft": (8.74e-05, 0.8926, 0.4391, 1.018),
-    "separable": (2e-5, 1.2e-10, 1.5e-9),
+    "separable": (2e-5, 1.0),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),
 }

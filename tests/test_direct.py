@@ -132,7 +132,7 @@ def test_inputs_are_not_modified_and_fortran_inputs_work():
     ((1, 1, 7, 6, 5), (1, 1, 6, 1, 1), ((5, 0), (0, 0), (0, 0))),  # planes as rows
 ])
 @pytest.mark.parametrize("dtype", ["float64", "complex64"])
-def test_tall_kernels_through_the_paired_row_path(x_shape, w_shape, padding, dtype):
+def test_tall_kernels(x_shape, w_shape, padding, dtype):
     problem, x, w = _problem(x_shape, w_shape, dtype, padding=padding)
     _assert_matches(direct.correlate(x, w, problem), x, w, problem)
 
@@ -147,3 +147,74 @@ def test_tall_kernel_keeps_nan_and_inf_where_their_window_is():
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture
+def block_calls(monkeypatch):
+    """Counts the launches of the four-row block kernel, so a test can assert its path ran."""
+    calls = []
+    original = direct._block_kernel
+
+    def spy(*args):
+        calls.append(args[1].shape)
+        return original(*args)
+
+    monkeypatch.setattr(direct, "_block_kernel", spy)
+    return calls
+
+
+@pytest.mark.parametrize("x_shape, w_shape, geometry", [
+    ((1, 1, 23, 600), (1, 1, 9, 9), dict(padding=4)),                  # two column segments
+    ((1, 1, 30, 40), (1, 1, 4, 6), dict(padding=((2, 1), (3, 2)))),    # even kernel, 'same'
+    ((1, 1, 6, 7), (1, 1, 11, 13), dict(padding=((10, 10), (12, 12)))),  # kernel past the input
+    ((1, 1, 3, 9), (1, 1, 5, 3), dict(padding=((2, 2), (1, 1)))),     # fewer rows than a block
+    ((2, 4, 13, 17), (6, 2, 5, 4), dict(padding=((3, 0), (0, 2)), groups=2)),
+    ((1, 3, 19, 21), (2, 3, 7, 1), dict(padding=((3, 3), (0, 0)))),  # tall column kernel
+    ((1, 2, 6, 11, 10), (2, 2, 3, 5, 5), dict(padding=((1, 2), (2, 2), (2, 2)),
+                                              stride=(2, 1, 1), dilation=(2, 1, 1))),
+    ((1, 1, 14, 12), (1, 1, 6, 3), dict(padding=((0, 9), (1, 1)))),   # rows past the end
+])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex64", "complex128"])
+def test_four_row_blocks_match_the_reference(block_calls, x_shape, w_shape, geometry, dtype):
+    problem, x, w = _problem(x_shape, w_shape, dtype, **geometry)
+    _assert_matches(direct.correlate(x, w, problem), x, w, problem)
+    assert block_calls
+
+
+@pytest.mark.parametrize("x_shape, w_shape, geometry", [
+    ((1, 1, 20, 20), (1, 1, 5, 5), dict(stride=(1, 2), padding=2)),
+    ((1, 1, 20, 20), (1, 1, 5, 5), dict(dilation=(2, 1), padding=2)),
+    ((1, 1, 20, 20), (1, 1, 3, 5), dict(padding=1)),
+    ((1, 1, 500), (1, 1, 9), dict(padding=4)),
+])
+def test_other_geometries_keep_the_row_kernel(block_calls, x_shape, w_shape, geometry):
+    problem, x, w = _problem(x_shape, w_shape, **geometry)
+    _assert_matches(direct.correlate(x, w, problem), x, w, problem)
+    assert not block_calls
+
+
+def test_four_row_blocks_keep_nan_and_inf_where_their_window_is(block_calls):
+    # the first and last input rows of a block reach only some of its rows
+    problem, x, w = _problem((1, 1, 26, 530), (1, 1, 6, 5), padding=((2, 3), (2, 2)))
+    x = x.copy()
+    for row, col in [(0, 3), (5, 100), (6, 511), (13, 512), (25, 529)]:
+        x[0, 0, row, col] = np.nan
+    x[0, 0, 9, 0] = np.inf
+    x[0, 0, 18, 300] = -np.inf
+    got, want = direct.correlate(x, w, problem), reference.correlate(x, w, problem)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+    assert block_calls
+
+
+def test_four_row_blocks_give_the_same_result_on_one_or_two_threads(block_calls):
+    problem, x, w = _problem((2, 3, 41, 37), (4, 3, 7, 5), padding=3)
+    with fastconv.thread_budget(1):
+        single = direct.correlate(x, w, problem)
+    with fastconv.thread_budget(2):
+        double = direct.correlate(x, w, problem)
+    np.testing.assert_array_equal(single, double)
+    _assert_matches(single, x, w, problem)
+    assert block_calls

@@ -1,4 +1,5 @@
-"""The fft backend beyond the shared table: tiles, plans, threads, fallback, data checks."""
+"""The fft backend beyond the shared table: tiles, plans, wisdom, threads, fallback, data checks."""
+import json
 import threading
 
 import numpy as np
@@ -29,6 +30,18 @@ def _assert_close(got, want, dtype):
     tol = TOL[np.dtype(dtype).name]
     scale = max(np.abs(want).max(), 1.0)
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+@pytest.fixture(autouse=True)
+def wisdom_file(tmp_path, monkeypatch):
+    """Every test keeps its FFTW wisdom in its own file, never in the user's cache."""
+    path = tmp_path / "wisdom.json"
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", str(path))
+    yield path
+    _fft_plans.wait_for_planners()
+
+
+needs_pyfftw = pytest.mark.skipif(_fft_plans.pyfftw is None, reason="pyFFTW is not installed")
 
 
 @pytest.fixture
@@ -66,6 +79,9 @@ TILINGS = [
     ((1, 4, 40, 33), (4, 2, 3, 3), dict(padding=1, dilation=(3, 2), groups=2), (16, 64), {}),
     ((1, 2, 30, 26, 21), (2, 2, 5, 3, 4), dict(padding=((2, 2), (1, 1), (3, 0)), stride=(1, 2, 2)),
      (16, 8, 32), dict(chunk_tiles=1)),
+    # 5- and 3-smooth tiles (5 * 2**j, 9 * 2**j), as measured plans make worth it
+    ((1, 1, 200, 170), (1, 1, 9, 7), dict(padding=4), (80, 72), dict(chunk_tiles=2)),
+    ((1, 1, 90, 100, 85), (1, 1, 5, 5, 3), dict(padding=2), (40, 36, 80), {}),
 ]
 
 
@@ -157,13 +173,12 @@ def test_plan_cache_reuses_workspaces():
     assert _fft_plans.STATS["reused"] == reused + 1
 
 
+@needs_pyfftw
 def test_measured_plans_replace_estimated_ones(monkeypatch):
-    if _fft_plans.pyfftw is None:
-        pytest.skip("pyFFTW is not installed")
-    _fft_plans.clear()
-    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", True)
+    _fft_plans.clear(wisdom=True)
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", True)  # without persistence
     monkeypatch.setattr(_fft_plans, "MEASURE_AFTER", 2)
-    monkeypatch.setattr(_fft_plans, "MEASURE_TIMELIMIT", 0.05)
     problem, x, w = _case((1, 1, 40), (1, 1, 5), padding=2)
     want = reference.correlate(x, w, problem)
     measured = _fft_plans.STATS["measured"]
@@ -178,6 +193,103 @@ def test_measured_plans_replace_estimated_ones(monkeypatch):
     assert _fft_plans.STATS["created"] == created
     [idle] = _fft_plans._POOL.values()  # the pool was cleared: this problem's key only
     assert [ws.effort for ws in idle] == ["FFTW_MEASURE"]
+
+
+def _one_call(shape=(1, 1, 60, 50), kernel=(1, 1, 5, 5)):
+    """One single-threaded call, checked against the reference."""
+    problem, x, w = _case(shape, kernel, padding=2)
+    with _config.thread_budget(1):
+        _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem),
+                      "float64")
+    return problem
+
+
+@needs_pyfftw
+def test_wisdom_is_measured_saved_and_reused(wisdom_file):
+    _fft_plans.clear(wisdom=True)
+    stats = dict(_fft_plans.STATS)
+    _one_call()
+    assert _fft_plans.wait_for_planners(timeout=60)
+    assert _fft_plans.STATS["measured"] == stats["measured"] + 1
+    saved = json.loads(wisdom_file.read_text())
+    assert saved["format"] == _fft_plans.WISDOM_FORMAT and len(saved["fftw"]) == 3
+    assert not list(wisdom_file.parent.glob("*.tmp"))  # the temporary file was renamed
+    # a new process: nothing in FFTW's memory, the file read before the first plan
+    _fft_plans.clear(wisdom=True)
+    stats = dict(_fft_plans.STATS)
+    _one_call()
+    _fft_plans.wait_for_planners()
+    assert _fft_plans.STATS["from_wisdom"] == stats["from_wisdom"] + 1
+    assert _fft_plans.STATS["measured"] == stats["measured"]
+    [idle] = _fft_plans._POOL.values()
+    assert [ws.effort for ws in idle] == ["FFTW_MEASURE"]
+
+
+@needs_pyfftw
+@pytest.mark.parametrize("content", [b"", b"not json", b'{"format": 1, "fftw": ["(fftw-3.3 x", 2]}',
+                                     b'{"format": 1, "fftw": ["(garbage)", "", ""]}',
+                                     bytes(range(256))])
+def test_corrupt_wisdom_file_is_ignored_then_replaced(wisdom_file, content):
+    _fft_plans.clear(wisdom=True)
+    wisdom_file.write_bytes(content)
+    _one_call()
+    assert _fft_plans.wait_for_planners(timeout=60)
+    assert len(json.loads(wisdom_file.read_text())["fftw"]) == 3
+
+
+@needs_pyfftw
+def test_unwritable_wisdom_location_only_skips_saving(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", str(blocker / "sub" / "wisdom.json"))
+    _fft_plans.clear(wisdom=True)
+    stats = dict(_fft_plans.STATS)
+    _one_call()
+    assert _fft_plans.wait_for_planners(timeout=60)
+    assert _fft_plans.STATS["measured"] == stats["measured"] + 1  # still measured in memory
+    assert _fft_plans.STATS["saved"] == stats["saved"]
+    assert not _fft_plans.save_wisdom()
+
+
+@pytest.mark.parametrize("value", ["0", "", " "])
+def test_wisdom_off(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", value)
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+    assert _fft_plans.wisdom_path() is None
+    _fft_plans.clear(wisdom=True)
+    stats = dict(_fft_plans.STATS)
+    _one_call()
+    assert _fft_plans.wait_for_planners(timeout=60)
+    assert _fft_plans.STATS["measured"] == stats["measured"]
+    assert not _fft_plans.save_wisdom()
+
+
+def test_default_wisdom_path_sits_next_to_the_profile(monkeypatch, tmp_path):
+    monkeypatch.delenv("FASTCONV_FFTW_WISDOM")
+    monkeypatch.setenv("FASTCONV_PROFILE", str(tmp_path / "profile.json"))
+    assert _fft_plans.wisdom_path() == tmp_path / _fft_plans.WISDOM_FILE
+
+
+@needs_pyfftw
+def test_prepare_measures_now_and_saving_merges_other_processes(wisdom_file, tmp_path,
+                                                                monkeypatch):
+    first = make_problem((1, 1, 70, 60), (1, 1, 5, 5), "float64", padding=2)
+    second = make_problem((1, 1, 30, 40), (1, 1, 3, 3), "float64", padding=1)
+    _fft_plans.clear(wisdom=True)
+    with _config.thread_budget(1):
+        assert fft.prepare([first, first]) == 1
+        assert fft.prepare([first]) == 0
+        # "another process" saves the second problem's wisdom to the same file meanwhile
+        _fft_plans.clear(wisdom=True)
+        monkeypatch.setenv("FASTCONV_FFTW_WISDOM", str(tmp_path / "other.json"))
+        assert fft.prepare([second]) == 1
+        assert _fft_plans.save_wisdom(wisdom_file)  # merges the file's first problem
+        _fft_plans.clear(wisdom=True)
+        monkeypatch.setenv("FASTCONV_FFTW_WISDOM", str(wisdom_file))
+        assert fft.prepare([first, second]) == 0  # both known from the file
+        stats = dict(_fft_plans.STATS)
+        _one_call((1, 1, 70, 60))
+    assert _fft_plans.STATS["created"] == stats["created"]  # the prepared workspace
 
 
 def test_many_python_threads_at_once():
@@ -311,3 +423,22 @@ def test_model_features_follow_the_tiling():
     features = fft.model_features(problem)
     assert features[0] == 1.0 and all(0 < f < 1 for f in features[1:])
     assert sum(features[1:]) == pytest.approx(fft._layout(problem).seconds)
+
+
+def test_smooth_tile_sizes_are_priced_by_plan_quality(monkeypatch):
+    length, options = _fft_layout._axis_options(1000, 15, (7, 7), 1, 1 << 22)
+    sizes = {b for b, _, _ in options}
+    assert {64, 72, 80, 96, 128, 144, 160} <= sizes
+    # FFTW_MEASURE plans take sizes other than powers of two far better than FFTW_ESTIMATE
+    for n, ndim in [(80, 3), (72, 3), (320, 2), (96, 3)]:
+        assert 1.0 < _fft_layout._size_penalty(n, ndim, True) < _fft_layout._size_penalty(n, ndim)
+    assert _fft_layout._size_penalty(256, 3, True) == 1.0
+    # the backend prices the plans it will get
+    problem = make_problem((1, 1, 48, 48, 48), (1, 1, 7, 7, 7), "float64", padding=3)
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+    assert fft._layout(problem) == _fft_layout.layout(problem, _config.get_workspace_bytes(), False)
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", True)
+    expected = _fft_plans.pyfftw is not None
+    assert fft._layout(problem) == _fft_layout.layout(problem, _config.get_workspace_bytes(),
+                                                      expected)

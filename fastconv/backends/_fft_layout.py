@@ -12,10 +12,12 @@ onto the leading one, so ``B >= n + max(pad)`` suffices instead of
 Small tiles cost more transform points (the ``K - 1`` overlap is computed
 twice) but each transform runs from cache, and the kernel is transformed at
 tile size only.  :func:`layout` prices every combination of per-axis tile
-sizes (powers of two, three times powers of two, and the one-tile sizes)
+sizes (powers of two times 1, 9/8, 5/4 or 3/2, and the one-tile sizes)
 with a small model of this machine class, fitted to the tile pipeline with
 FFTW on one thread (:func:`transform_ns` and the constants below), and keeps
-the cheapest.  :attr:`Layout.parts` is that model's estimate, which
+the cheapest.  Sizes other than powers of two plan much worse under
+FFTW_ESTIMATE than under FFTW_MEASURE, so the model knows which of the two
+the plans will be (``measured``: persisted wisdom, see ``_fft_plans``).  :attr:`Layout.parts` is that model's estimate, which
 ``fft.model_features`` offers to the dispatcher's cost model.
 """
 from __future__ import annotations
@@ -38,6 +40,8 @@ CHUNK_OVERHEAD = 15e-6
 TILE_OVERHEAD = 0.3e-6
 #: bytes of input tiles per chunk when the product mixes channels (see _chunking)
 CHUNK_BYTES_MIXING = 16 << 20
+#: largest chunk (transform points of all its planes) whose plans get measured
+MEASURED_MAX_POINTS = 1 << 21
 #: nanoseconds per complex multiply-add in the frequency domain (complex128)
 NS_PER_MAC = 0.9
 #: nanoseconds per kernel-spectrum point read from memory once per chunk
@@ -100,30 +104,53 @@ class Layout:
         return math.prod(a.count for a in self.axes)
 
 
-def _size_penalty(n: int, ndim: int) -> float:
-    """Slowdown of FFTW_ESTIMATE plans for a length ``n`` axis against a power of two."""
-    if n & (n - 1) == 0:
+def _pow2(n: int) -> bool:
+    return n & (n - 1) == 0
+
+
+def _menu_size(n: int) -> bool:
+    """Whether ``n`` is 2**j times 1, 9/8, 5/4 or 3/2 (the tile sizes :func:`layout` tries)."""
+    return any(n % f == 0 and _pow2(n // f) for f in (9, 5, 3))
+
+
+def _size_penalty(n: int, ndim: int, measured: bool = False) -> float:
+    """Slowdown of the plans for a length ``n`` axis against a power of two.
+
+    FFTW_ESTIMATE plans other sizes poorly, in 3-d above all; FFTW_MEASURE
+    plans of the menu's sizes (measured here, tile pipeline batches, one
+    thread) cost 1.0-1.2 times a power of two in 2-d and 1.1-1.7 in 3-d,
+    small sizes the most; other sizes keep the FFTW_ESTIMATE penalty.
+    """
+    if _pow2(n):
         return 1.0
-    if n % 3 == 0 and (n // 3) & (n // 3 - 1) == 0:    # 3 * 2**k
-        return (1.1, 1.05 if n >= 256 else 1.7, 2.4)[min(ndim, 3) - 1]
-    return (1.2, 1.7, 2.4)[min(ndim, 3) - 1]
+    dim = min(ndim, 3) - 1
+    if measured and _menu_size(n):
+        if n % 3 == 0 and _pow2(n // 3):            # 3 * 2**k: 96, 192, 384
+            return (1.05, 1.05 if n >= 192 else 1.2, 1.1 if n >= 96 else 1.4)[dim]
+        big = n >= (256, 128, 64)[dim]
+        return (1.1, 1.15 if big else 1.3, 1.4 if big else 1.7)[dim]
+    if n % 3 == 0 and _pow2(n // 3):                # 3 * 2**k
+        return (1.1, 1.05 if n >= 256 else 1.7, 2.4)[dim]
+    return (1.2, 1.7, 2.4)[dim]
 
 
-def transform_ns(points: int, shape: tuple, real: bool, single: bool) -> float:
+def transform_ns(points: int, shape: tuple, real: bool, single: bool,
+                 measured: bool = False) -> float:
     """Modelled nanoseconds of one forward plus one inverse transform, per point.
 
     Fitted to FFTW (FFTW_ESTIMATE plans, one thread) inside the tile
     pipeline on this machine class: about 0.45 ns per doubling in 2-d and
     3-d, 0.2 in 1-d, and steeper once a transform (or, in 1-d, a chunk of
     them) spills out of L2.  Sizes that are not powers of two plan worse
-    under FFTW_ESTIMATE, small ones and 3-d ones much worse (:func:`_size_penalty`).
+    under FFTW_ESTIMATE, small ones and 3-d ones much worse, and somewhat
+    worse under FFTW_MEASURE (``measured``, :func:`_size_penalty`).
     """
     bits = math.log2(max(points, 2))
     if len(shape) == 1:
         ns = 0.2 * bits + 1.2 * max(0.0, bits - 13)
     else:
         ns = max(1.0, 0.45 * bits - 2.0)
-    ns *= max(_size_penalty(n, len(shape)) for n in shape)
+    ns *= max(_size_penalty(n, len(shape), measured) for n in shape)
     ns += 1.2 * max(0.0, bits - 19)
     if not real:
         ns *= 2.0
@@ -141,7 +168,10 @@ def _axis_options(n, k, pad, stride, menu_max):
                (1 << (need - 1).bit_length(), length, 1)}
     size = 1 << max(k, 2).bit_length()
     while size < need and size <= menu_max:
-        for b in (size, size * 3 // 2):      # 2**j and 3 * 2**(j - 1)
+        # 2**j and 3 * 2**(j - 1); from 64 up also 9 and 5 * 2**i (smaller ones plan
+        # poorly even when measured, and every option multiplies the combinations priced)
+        smooth = (size * 9 // 8, size * 5 // 4) if size >= 64 else ()
+        for b in (size, size * 3 // 2) + smooth:
             step = (b - k + 1) // stride * stride
             if step >= stride and step * 4 >= b - k + 1 and b < need:
                 count = -(-length // step)
@@ -166,7 +196,7 @@ def _chunking(axes, batch, planes, itemsize, elementwise):
     return last, max(1, min(batch, units // last))
 
 
-def _price(axes, problem, real, chunk_tiles, chunk_batch):
+def _price(axes, problem, real, chunk_tiles, chunk_batch, measured):
     """Modelled seconds of (transforms, frequency-domain products, copies, per-chunk overhead)."""
     n, c = problem.x_shape[:2]
     o, cg = problem.w_shape[:2]
@@ -176,7 +206,10 @@ def _price(axes, problem, real, chunk_tiles, chunk_batch):
     single = problem.dtype in (np.dtype(np.float32), np.dtype(np.complex64))
     spectrum = spectrum_points(shape, real)
     chunks = tiles // axes[-1].count * -(-axes[-1].count // chunk_tiles) * -(-n // chunk_batch)
-    transforms = (tiles * (n * c + n * o) / 2 * points * transform_ns(points, shape, real, single)
+    # only chunks small enough to measure get measured plans (_fft_plans.MEASURE_MAX_POINTS)
+    measured = measured and chunk_tiles * chunk_batch * max(c, o) * points <= MEASURED_MAX_POINTS
+    ns = transform_ns(points, shape, real, single, measured)
+    transforms = (tiles * (n * c + n * o) / 2 * points * ns
                   + o * cg * spectrum * NS_PER_KERNEL_POINT)
     copies = (tiles * n * c * points * NS_PER_GATHER
               + math.prod(problem.out_shape) * NS_PER_SCATTER) * (1 if real else 2)
@@ -219,7 +252,7 @@ def _axes_options(problem):
     return per_axis
 
 
-def _fit(problem, axes, workspace_bytes, chunk=None):
+def _fit(problem, axes, workspace_bytes, chunk=None, measured=False):
     """Layout of these axes with chunks cut to fit ``workspace_bytes``, or None."""
     real = problem.dtype.kind != "c"
     elementwise = problem.w_shape[1] == 1 and problem.out_channels == problem.groups
@@ -236,13 +269,14 @@ def _fit(problem, axes, workspace_bytes, chunk=None):
         else:
             chunk_tiles = max(1, chunk_tiles // 2)
     return Layout(tuple(axes), real, chunk_tiles, chunk_batch,
-                  _price(axes, problem, real, chunk_tiles, chunk_batch))
+                  _price(axes, problem, real, chunk_tiles, chunk_batch, measured))
 
 
 @lru_cache(maxsize=512)
-def layout(problem, workspace_bytes: int):
+def layout(problem, workspace_bytes: int, measured: bool = False):
     """The cheapest tiling of ``problem`` whose chunk buffers fit ``workspace_bytes``.
 
+    ``measured``: priced for FFTW_MEASURE plans instead of FFTW_ESTIMATE ones.
     Returns None when even the smallest tiles do not fit.
 
     Examples
@@ -255,13 +289,13 @@ def layout(problem, workspace_bytes: int):
     """
     best = None
     for axes in itertools.product(*_axes_options(problem)):
-        candidate = _fit(problem, axes, workspace_bytes)
+        candidate = _fit(problem, axes, workspace_bytes, measured=measured)
         if candidate is not None and (best is None or candidate.seconds < best.seconds):
             best = candidate
     return best
 
 
-def tiling(problem, sizes, chunk_tiles=None, chunk_batch=None):
+def tiling(problem, sizes, chunk_tiles=None, chunk_batch=None, measured=False):
     """The layout with tile sizes ``sizes`` (for tests and benchmarks).
 
     An axis whose size holds the whole padded input gets one tile; chunks
@@ -291,4 +325,4 @@ def tiling(problem, sizes, chunk_tiles=None, chunk_batch=None):
     chunk = None
     if chunk_tiles is not None or chunk_batch is not None:
         chunk = (chunk_tiles or 1, chunk_batch or 1)
-    return _fit(problem, axes, 1 << 62, chunk)
+    return _fit(problem, axes, 1 << 62, chunk, measured)

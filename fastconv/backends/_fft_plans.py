@@ -8,26 +8,35 @@ only ever used by the thread that borrowed it, so concurrent calls never
 execute the same plan object on the same arrays.  Returned workspaces are
 kept for the next call with the same key (shapes, dtype, threads, engine).
 
-Plans are FFTW_ESTIMATE (planning in milliseconds, even for big sizes).
-With ``FASTCONV_FFTW_MEASURE=1`` in the environment, once a key has been used ``MEASURE_AFTER`` times and its batch is
-small enough to measure quickly, a background thread makes FFTW_MEASURE plans
-for it (a time limit caps each) and swaps them into the pool: no call ever
-waits for measuring, and later workspaces of that key re-plan from FFTW's
-wisdom in milliseconds.  In the tile pipeline measured plans are 0-15 %
-faster than estimated ones (powers of two, where the tiles mostly are).
-It is off by default: the measuring thread takes a core for up to half a
-second, and a parallel kernel started meanwhile (Numba's, BLAS's) waits for
-that core: measured here, a 0.04 ms direct convolution took 7 ms.
+A new key is planned with FFTW_ESTIMATE (milliseconds, even for big sizes)
+unless FFTW already holds FFTW_MEASURE wisdom for it; in the tile pipeline
+measured plans run up to 15-25 % faster.  Wisdom persists per machine: the
+first process that meets a key queues it for one background daemon thread,
+which plans it with FFTW_MEASURE (0.1-1 s, one key at a time, under the plan
+lock), swaps the measured workspace into the pool and saves all of FFTW's
+wisdom atomically to :func:`wisdom_path` (next to the calibration profile of
+:mod:`fastconv.costs`; ``FASTCONV_FFTW_WISDOM=<path>`` moves it,
+``FASTCONV_FFTW_WISDOM=0`` or empty turns persistence and background
+measuring off).  Every later process imports that file before its first
+plan and gets measured plans from the wisdom alone, in well under a
+millisecond.  A corrupt or unreadable file is ignored, an unwritable
+directory only skips saving, and concurrent processes merge the file before
+replacing it.  ``FASTCONV_FFTW_MEASURE=1`` measures in the background even
+without persistence, ``=0`` never measures (wisdom is still imported).
+:func:`prepare` measures given keys synchronously (calibration).
 
 Without pyFFTW (or with the module attribute ``pyfftw`` set to None) the
 same workspaces call scipy.fft, whose own plan cache is thread-safe.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import tempfile
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from pathlib import Path
 
 import numpy as np
 from scipy import fft as scipy_fft
@@ -37,27 +46,38 @@ try:
 except ImportError:  # scipy.fft takes over
     pyfftw = None
 
-#: make FFTW_MEASURE plans in the background for keys in steady use (see module docstring)
-MEASURE_IN_BACKGROUND = os.environ.get("FASTCONV_FFTW_MEASURE", "") == "1"
+#: measure in the background: None follows persistence, True / False force it (module docstring)
+MEASURE_IN_BACKGROUND = {"1": True, "0": False}.get(os.environ.get("FASTCONV_FFTW_MEASURE"))
 #: uses of a key at which its FFTW_MEASURE plans are made, in the background
-MEASURE_AFTER = 3
-#: largest batch of transform points (all planes of a chunk) planned with FFTW_MEASURE
+MEASURE_AFTER = 1
+#: largest batch of transform points (all planes of a chunk) measured in the background
+#: (the layout model assumes the same: _fft_layout.MEASURED_MAX_POINTS)
 MEASURE_MAX_POINTS = 1 << 21
-#: seconds FFTW may spend measuring one plan
-MEASURE_TIMELIMIT = 0.5
+#: seconds FFTW may spend measuring one plan; None, because a plan cut short by the
+#: limit leaves wisdom that no later request finds (every process would measure again)
+MEASURE_TIMELIMIT = None
+#: the wisdom file's name in the cache directory, and its format version
+WISDOM_FILE = "fftw_wisdom.json"
+WISDOM_FORMAT = 1
 #: idle workspaces kept per key, keys kept, and bytes kept in all
 POOL_PER_KEY = 4
 POOL_KEYS = 16
 POOL_BYTES = 128 << 20
 
-_PLAN_LOCK = threading.Lock()
+_PLAN_LOCK = threading.RLock()      # reentrant: acquire() holds it while it plans
+_BUSY = threading.Event()            # set while the background planner measures
 _POOL_LOCK = threading.Lock()
 _POOL: OrderedDict = OrderedDict()   # key -> [Workspace], least recently used first
 _USES: dict = {}
 _MEASURED: set = set()               # keys whose FFTW_MEASURE plans are in the wisdom
-_PLANNERS: list = []                 # background measuring threads
+_UNKNOWN: set = set()                # keys the wisdom did not know (queued or measured)
+_IMPORTED: set = set()               # wisdom files imported by this process
+_REQUESTED: set = set()              # keys ever queued (each is measured once)
+_QUEUE: deque = deque()              # keys waiting for the background planner, first is running
+_WAKE = threading.Condition()
+_PLANNER = None                      # the background planner thread
 #: counters for tests and diagnostics: workspaces created / reused, plans measured
-STATS = {"created": 0, "reused": 0, "measured": 0}
+STATS = {"created": 0, "reused": 0, "measured": 0, "from_wisdom": 0, "saved": 0}
 
 
 def engine() -> str:
@@ -87,7 +107,8 @@ class Workspace:
     ``1 / points``).
     """
 
-    def __init__(self, key, units, c, o, shape, dtype, elementwise, threads, effort):
+    def __init__(self, key, units, c, o, shape, dtype, elementwise, threads, effort,
+                 wisdom_only=False):
         self.key, self.shape, self.threads = key, shape, threads
         self.axes = tuple(range(3, 3 + len(shape)))
         self.real = np.dtype(dtype).kind != "c"
@@ -102,11 +123,12 @@ class Workspace:
         self.nbytes = raw.nbytes + self.xspec.nbytes + (0 if elementwise else self.yspec.nbytes)
         self.effort = effort
         self._fwd = self._bwd = None
-        if pyfftw is not None:
-            self._plan(effort)
+        if pyfftw is not None and effort != "scipy":
+            self._plan(effort, wisdom_only)
 
-    def _plan(self, effort):
-        flags = (effort,)
+    def _plan(self, effort, wisdom_only):
+        # FFTW_WISDOM_ONLY: plan from the wisdom or raise RuntimeError, never measure
+        flags = (effort, "FFTW_WISDOM_ONLY") if wisdom_only else (effort,)
         limit = MEASURE_TIMELIMIT if effort != "FFTW_ESTIMATE" else None
         with _PLAN_LOCK:
             self._fwd = pyfftw.FFTW(self.xbuf, self.xspec, axes=self.axes,
@@ -154,41 +176,177 @@ def acquire(units, c, o, shape, dtype, elementwise, threads) -> Workspace:
     """
     key = _key(units, c, o, shape, dtype, elementwise, threads)
     args = (key, units, c, o, shape, dtype, elementwise, threads)
-    points = units[0] * units[1] * max(c, o) * math.prod(shape)
     with _POOL_LOCK:
         if len(_USES) > 4 * POOL_KEYS * POOL_PER_KEY:  # forget counts of long-gone keys
             _USES.clear()
         uses = _USES[key] = _USES.get(key, 0) + 1
-        measure = (MEASURE_IN_BACKGROUND and key[0] == "pyfftw" and uses == MEASURE_AFTER
-                   and points <= MEASURE_MAX_POINTS and key not in _MEASURED)
         idle = _POOL.get(key)
         workspace = idle.pop() if idle else None
-        effort = "FFTW_MEASURE" if key in _MEASURED else "FFTW_ESTIMATE"
         STATS["reused" if workspace else "created"] += 1
-    if measure:
-        planner = threading.Thread(target=_measure, args=args, daemon=True,
-                                   name="fastconv-fftw-measure")
-        _PLANNERS.append(planner)
-        planner.start()
-    return workspace or Workspace(*args, effort)
+    if key[0] != "pyfftw":
+        return workspace or Workspace(*args, "FFTW_ESTIMATE")
+    path = wisdom_path()
+    points = units[0] * units[1] * max(c, o) * math.prod(shape)
+    if _measuring(path) and uses >= MEASURE_AFTER and points <= MEASURE_MAX_POINTS:
+        queue = args
+    else:
+        queue = None
+    if workspace is not None:
+        if queue is not None and workspace.effort != "FFTW_MEASURE":
+            _enqueue(queue)
+        return workspace
+    if not _plan_lock_or_measuring():
+        # a measurement holds FFTW's planner for up to a second: use scipy.fft meanwhile
+        if queue is not None and key not in _MEASURED:
+            _enqueue(queue)
+        return Workspace(*args, "scipy")
+    try:
+        if path is not None and path not in _IMPORTED:
+            _import_file(path)
+            _IMPORTED.add(path)
+        workspace = _from_wisdom(args)
+        if workspace is None:
+            if queue is not None:
+                _enqueue(queue)
+            workspace = Workspace(*args, "FFTW_ESTIMATE")
+    finally:
+        _PLAN_LOCK.release()
+    return workspace
 
 
-def _measure(key, *args) -> None:
-    """Background: make FFTW_MEASURE plans for ``key`` and swap them into the pool."""
-    workspace = Workspace(key, *args, "FFTW_MEASURE")
+def _plan_lock_or_measuring() -> bool:
+    """Take the plan lock (True), or give up (False) while a measurement holds it."""
+    while not _PLAN_LOCK.acquire(timeout=0.002):
+        if _BUSY.is_set():
+            return False
+    return True
+
+
+def plans_measured() -> bool:
+    """Whether plans end up FFTW_MEASURE ones (pyFFTW with persisted or background measuring)."""
+    return pyfftw is not None and _measuring(wisdom_path())
+
+
+def _measuring(path) -> bool:
+    return MEASURE_IN_BACKGROUND if MEASURE_IN_BACKGROUND is not None else path is not None
+
+
+def _from_wisdom(args):
+    """A workspace with FFTW_MEASURE plans made from the wisdom alone, or None."""
+    key = args[0]
+    with _POOL_LOCK:
+        if key in _UNKNOWN and key not in _MEASURED:
+            return None
+    try:
+        workspace = Workspace(*args, "FFTW_MEASURE", wisdom_only=True)
+    except RuntimeError:  # FFTW has no wisdom for this key
+        with _POOL_LOCK:
+            _UNKNOWN.add(key)
+        return None
     with _POOL_LOCK:
         _MEASURED.add(key)
+        STATS["from_wisdom"] += 1
+    return workspace
+
+
+def _enqueue(args) -> None:
+    """Queue a key for the background planner (once per process), starting the planner."""
+    global _PLANNER
+    with _WAKE:
+        if args[0] in _REQUESTED:
+            return
+        _REQUESTED.add(args[0])
+        _QUEUE.append(args)
+        if _PLANNER is None or not _PLANNER.is_alive():
+            _PLANNER = threading.Thread(target=_plan_queued, daemon=True,
+                                        name="fastconv-fftw-measure")
+            _PLANNER.start()
+        _WAKE.notify_all()
+
+
+def _plan_queued() -> None:
+    """Background planner: measure queued keys one at a time, forever."""
+    while True:
+        with _WAKE:
+            _WAKE.wait_for(lambda: _QUEUE)
+            args = _QUEUE[0]
+        try:
+            if args[0] not in _MEASURED:
+                _BUSY.set()
+                try:
+                    _measure(args)
+                finally:
+                    _BUSY.clear()
+                path = wisdom_path()
+                if path is not None:
+                    save_wisdom(path)
+        except Exception:  # noqa: BLE001 - a failed measurement leaves the estimated plans
+            pass
+        finally:
+            with _WAKE:
+                _QUEUE.popleft()
+                _WAKE.notify_all()
+
+
+def _measure(args) -> None:
+    """Make FFTW_MEASURE plans for a key and swap them into the pool."""
+    _install(Workspace(*args, "FFTW_MEASURE"))
+    with _POOL_LOCK:
         STATS["measured"] += 1
+
+
+def _install(workspace) -> None:
+    """Pool a workspace with measured plans in place of estimated ones."""
+    key = workspace.key
+    with _POOL_LOCK:
+        _MEASURED.add(key)
         idle = _POOL.setdefault(key, [])
         idle[:] = [w for w in idle if w.effort != "FFTW_ESTIMATE"][: POOL_PER_KEY - 1]
         idle.append(workspace)
         _trim()
 
 
-def wait_for_planners(timeout=None) -> None:
-    """Wait until background FFTW_MEASURE planning has finished (tests, benchmarks)."""
-    while _PLANNERS:
-        _PLANNERS.pop().join(timeout)
+def wait_for_planners(timeout=None) -> bool:
+    """Wait until background FFTW_MEASURE planning has finished (tests, benchmarks).
+
+    Returns False if ``timeout`` seconds passed first.
+    """
+    with _WAKE:
+        return _WAKE.wait_for(lambda: not _QUEUE, timeout)
+
+
+def prepare(keys, save=True) -> int:
+    """Make FFTW_MEASURE plans for workspace ``keys`` now, in this thread; returns how many.
+
+    ``keys`` are ``acquire`` arguments ``(units, c, o, shape, dtype,
+    elementwise, threads)``; keys the wisdom already knows cost well under a
+    millisecond.  The workspaces join the pool and, if ``save`` and
+    persistence is on, the wisdom is saved.  ``fft.prepare(problems)`` finds a problem's keys.
+
+    Examples
+    --------
+    >>> prepare([((1, 1), 1, 1, (16,), "float64", True, 1)], save=False) in (0, 1)
+    True
+    """
+    if engine() != "pyfftw":
+        return 0
+    path = wisdom_path()
+    if path is not None:
+        _import_once(path)
+    measured = 0
+    for units, c, o, shape, dtype, elementwise, threads in keys:
+        key = _key(units, c, o, shape, dtype, elementwise, threads)
+        args = (key, units, c, o, tuple(shape), dtype, elementwise, threads)
+        with _PLAN_LOCK:
+            known = _from_wisdom(args)
+        if known is not None:
+            _install(known)
+            continue
+        _measure(args)
+        measured += 1
+    if measured and save and path is not None:
+        save_wisdom(path)
+    return measured
 
 
 def release(workspace: Workspace) -> None:
@@ -197,6 +355,8 @@ def release(workspace: Workspace) -> None:
     with _POOL_LOCK:
         if key[0] != engine():
             return
+        if workspace.effort == "scipy" and key[0] == "pyfftw":
+            return  # a stand-in while FFTW's planner was busy
         if workspace.effort == "FFTW_ESTIMATE" and key in _MEASURED:
             return  # superseded by measured plans
         idle = _POOL.setdefault(key, [])
@@ -213,13 +373,103 @@ def _trim() -> None:
         total -= sum(w.nbytes for w in idle)
 
 
-def clear() -> None:
-    """Forget every pooled workspace and usage count (tests, memory pressure)."""
+def clear(wisdom=False) -> None:
+    """Forget every pooled workspace and usage count (tests, memory pressure).
+
+    With ``wisdom``, FFTW forgets its wisdom too; either way the wisdom file
+    is imported again before the next plan.
+    """
     wait_for_planners()
+    if wisdom and pyfftw is not None:
+        with _PLAN_LOCK:
+            pyfftw.forget_wisdom()
     with _POOL_LOCK:
         _POOL.clear()
         _USES.clear()
         _MEASURED.clear()
+        _UNKNOWN.clear()
+        _IMPORTED.clear()
+    with _WAKE:
+        _REQUESTED.clear()
+
+
+# --- persisted wisdom -------------------------------------------------------------------------
+
+def wisdom_path():
+    """The wisdom file of this machine, or None when persistence is off.
+
+    ``FASTCONV_FFTW_WISDOM`` names the file; ``0`` or an empty value turns
+    persistence off; unset, the file sits next to the calibration profile.
+
+    Examples
+    --------
+    >>> wisdom_path() is None or wisdom_path().name.endswith(".json")
+    True
+    """
+    raw = os.environ.get("FASTCONV_FFTW_WISDOM")
+    if raw is None:
+        from .. import costs
+        return costs.profile_path().parent / WISDOM_FILE
+    raw = raw.strip()
+    return None if raw in ("", "0") else Path(raw)
+
+
+def _import_once(path) -> None:
+    if path in _IMPORTED:
+        return
+    with _PLAN_LOCK:
+        if path not in _IMPORTED:
+            _import_file(path)
+            _IMPORTED.add(path)
+
+
+def _import_file(path) -> bool:
+    """Merge the wisdom saved in ``path`` into FFTW's (caller holds the plan lock).
+
+    Anything unreadable is ignored: FFTW leaves its wisdom unchanged when an
+    import fails, and forgets wisdom that proves wrong when it plans.
+    """
+    try:
+        saved = json.loads(Path(path).read_text(encoding="ascii"))
+        if saved.get("format") != WISDOM_FORMAT:
+            return False
+        wisdom = tuple(str(part).encode("ascii") for part in saved["fftw"])
+        if len(wisdom) != 3:
+            return False
+        return any(pyfftw.import_wisdom(wisdom))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
+        return False
+
+
+def save_wisdom(path=None) -> bool:
+    """Save FFTW's wisdom (merged with the file's) to ``path``, atomically.
+
+    Returns False when persistence is off or the file cannot be written
+    (a read-only cache directory, say).
+    """
+    path = Path(path) if path is not None else wisdom_path()
+    if path is None or pyfftw is None:
+        return False
+    with _PLAN_LOCK:
+        _import_file(path)  # keep what other processes saved since we read it
+        wisdom = pyfftw.export_wisdom()
+    text = json.dumps({"format": WISDOM_FORMAT, "fftw": [w.decode("ascii") for w in wisdom]})
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return False
+    STATS["saved"] += 1
+    return True
 
 
 def _wrap_along(a, axis, size):

@@ -141,7 +141,8 @@ def exact_integer_bound(problem) -> float:
 
 
 def _layout(problem):
-    return _fft_layout.layout(problem, _config.get_workspace_bytes())
+    return _fft_layout.layout(problem, _config.get_workspace_bytes(),
+                              _fft_plans.plans_measured())
 
 
 def correlate(x, w, problem, out=None):
@@ -167,12 +168,7 @@ def correlate(x, w, problem, out=None):
                                           problem.dtype, threads)
     spectrum = spectrum.reshape(problem.w_shape[:2] + (-1,))
     chunks = _fft_tiles.chunks(problem, plan)
-    scratch = _fft_layout.chunk_bytes(problem, plan.shape, plan.real,
-                                      plan.chunk_tiles * plan.chunk_batch)
-    room = (_config.get_workspace_bytes() - spectrum.nbytes) // max(scratch, 1)
-    workers = max(1, min(threads, len(chunks), room))
-    big = plan.chunk_tiles * plan.chunk_batch * math.prod(plan.shape) >= _THREADED_POINTS
-    fft_threads = max(1, threads // workers) if big else 1
+    workers, fft_threads = _workers(problem, plan, len(chunks), threads)
     job = _Job(np.asarray(x), spectrum, out, problem, plan, chunks, fft_threads)
     if workers == 1:
         job.work()
@@ -185,6 +181,53 @@ def correlate(x, w, problem, out=None):
             if not future.cancel():
                 future.result()
     return out
+
+
+def _workers(problem, plan, chunks, threads):
+    """(worker threads, FFTW threads per worker) of a call that cuts ``chunks`` chunks."""
+    scratch = _fft_layout.chunk_bytes(problem, plan.shape, plan.real,
+                                      plan.chunk_tiles * plan.chunk_batch)
+    spectrum = _fft_layout.kernel_bytes(problem, plan.shape, plan.real)
+    room = (_config.get_workspace_bytes() - spectrum) // max(scratch, 1)
+    workers = max(1, min(threads, chunks, room))
+    big = plan.chunk_tiles * plan.chunk_batch * math.prod(plan.shape) >= _THREADED_POINTS
+    return workers, (max(1, threads // workers) if big else 1)
+
+
+def _plan_key(problem, plan, threads):
+    """The workspace key (``_fft_plans.acquire`` arguments) a call's workers use."""
+    chunks = len(_fft_tiles.chunks(problem, plan))
+    _, fft_threads = _workers(problem, plan, chunks, threads)
+    elementwise = problem.w_shape[1] == 1 and problem.out_channels == problem.groups
+    return ((plan.chunk_batch, plan.chunk_tiles), problem.in_channels, problem.out_channels,
+            plan.shape, problem.dtype, elementwise, fft_threads)
+
+
+def prepare(problems, save=True) -> int:
+    """Plan the transforms of ``problems`` with FFTW_MEASURE now; returns how many were new.
+
+    Meant for calibration and set-up scripts: later calls (in this process,
+    and in every process once the wisdom is saved, see
+    :mod:`fastconv.backends._fft_plans`) start with measured plans.  Plans
+    for the current thread budget; shapes the wisdom already knows cost
+    well under a millisecond, new ones 0.1-1 s each.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 64), (1, 1, 5), "float64", padding=2)
+    >>> prepare([p], save=False) in (0, 1)
+    True
+    """
+    threads = _config.get_num_threads()
+    keys = []
+    for problem in problems:
+        plan = _layout(problem) if supports(problem) else None
+        if plan is not None and math.prod(problem.out_shape) > 0:
+            key = _plan_key(problem, plan, threads)
+            if key not in keys:
+                keys.append(key)
+    return _fft_plans.prepare(keys, save=save)
 
 
 def _pool():

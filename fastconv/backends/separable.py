@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from .. import _config
-from ..problem import FAST_DTYPES
+from ..problem import FAST_DTYPES, make_problem
 from . import direct
 
 NAME = "separable"
@@ -67,7 +67,7 @@ def tolerance(dtype, kernel) -> float:
     >>> tolerance("float64", (3, 3)) < 1e-13
     True
     """
-    return 10 * np.finfo(np.dtype(dtype)).eps * math.sqrt(math.prod(kernel))
+    return float(10 * np.finfo(np.dtype(dtype)).eps * math.sqrt(math.prod(kernel)))
 
 
 def inspect(problem, x, w):
@@ -190,6 +190,36 @@ def _intermediate_shapes(problem, rank):
     needed, out = _needed(problem), problem.out_spatial
     nd = problem.ndim
     return [needed[:axis] + out[axis:] for axis in range(nd - 1, 0, -1)]
+
+
+def pass_problems(problem) -> list:
+    """The 1-D passes :func:`correlate` runs, as direct problems (for the cost model).
+
+    One problem per axis, last axis first, each with every (output channel,
+    input channel, rank) combination as an output channel.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 64, 64), (1, 1, 9, 9), "float64", padding=4)
+    >>> [q.kernel for q in pass_problems(p)]
+    [(1, 9), (9, 1)]
+    """
+    nd, rank = problem.ndim, problem.kernel_rank or 1
+    needed, out = _needed(problem), problem.out_spatial
+    channels = problem.out_channels * problem.w_shape[1] * rank
+    passes = []
+    for axis in range(nd - 1, -1, -1):
+        spatial = list(needed[:axis] + out[axis:])
+        spatial[axis] = problem.spatial[axis]
+        kernel, stride, dilation = [1] * nd, [1] * nd, [1] * nd
+        padding = [(0, 0)] * nd
+        kernel[axis], stride[axis] = problem.kernel[axis], problem.stride[axis]
+        dilation[axis], padding[axis] = problem.dilation[axis], problem.padding[axis]
+        passes.append(make_problem((problem.batch, 1, *spatial), (channels, 1, *kernel),
+                                   problem.dtype, tuple(stride), tuple(padding),
+                                   tuple(dilation)))
+    return passes
 
 
 def _workspace_elements(problem, rank) -> int:
