@@ -900,3 +900,168 @@ def gather_columns(const scalar[:, :, ::1] out, scalar[:, ::1] block, Py_ssize_t
                 memcpy(&block[c, t * inner], &out[b0 + b, c, p0 + (t // nb) * inner],
                        inner * sizeof(scalar))
     return block.base
+
+
+# ============================================================== lowered blocks straight into out
+#
+# For few input channels (conv1 of a CIFAR network: 3 channels, 5 x 5) the
+# shifted row matrix gives GEMMs only C * K_W deep, which BLAS runs at a third
+# of its rate, and the row matrix costs one tiny copy per tap.  Here a worker
+# lowers one *unit* (a span of output positions of one image) into a column
+# matrix (C*K, span) that stays in its cache, and multiplies it at once:
+# ``out[b, g*Og:(g+1)*Og, p0:p0+span] = W_g (Og x Kg) @ cols_g (Kg x span)``,
+# written straight into ``out`` (ldc = P), full depth C*K.  Workers take units
+# from a shared counter (an atomic add), so the whole batch runs in one call
+# per worker without the GIL.
+
+cdef extern from *:
+    """
+    static inline Py_ssize_t fastconv_take(Py_ssize_t *counter) {
+        return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+    }
+    """
+    Py_ssize_t fastconv_take(Py_ssize_t* counter) noexcept nogil
+
+
+
+cdef void _im2col_whole_rows(const scalar* x, scalar* cols, Py_ssize_t channels,
+                             Py_ssize_t row0, Py_ssize_t nrows,
+                             const Geometry* g) noexcept nogil:
+    """:func:`_im2col` of one image for whole output rows ``row0 .. row0 + nrows``
+    (rows over (od, oh)): the valid span along W is worked out once per tap, not per
+    segment, and each segment is one memcpy (with stride 1 along W)."""
+    cdef Py_ssize_t taps = g.k[0] * g.k[1] * g.k[2], plane = g.n[0] * g.n[1] * g.n[2]
+    cdef Py_ssize_t W = g.n[2], HW = g.n[1] * g.n[2], OW = g.out[2], OH = g.out[1]
+    cdef Py_ssize_t sw = g.s[2], ncols = nrows * OW
+    cdef Py_ssize_t r, c, t, td, th, tw, iw0, lo, hi, row, od, oh, idd, ih, o
+    cdef const scalar* src
+    cdef scalar* dst
+    cdef size_t item = sizeof(scalar)
+    for r in range(channels * taps):
+        c = r // taps
+        t = r - c * taps
+        td = t // (g.k[1] * g.k[2])
+        th = (t // g.k[2]) % g.k[1]
+        tw = t % g.k[2]
+        iw0 = tw * g.dil[2] - g.pad[2]
+        _valid_range(iw0, sw, W, 0, OW, &lo, &hi)
+        dst = cols + r * ncols
+        od = row0 // OH
+        oh = row0 - od * OH
+        for row in range(nrows):
+            idd = od * g.s[0] + td * g.dil[0] - g.pad[0]
+            ih = oh * g.s[1] + th * g.dil[1] - g.pad[1]
+            if idd < 0 or idd >= g.n[0] or ih < 0 or ih >= g.n[1] or lo >= hi:
+                memset(dst, 0, OW * item)
+            else:
+                src = x + c * plane + idd * HW + ih * W + iw0
+                if lo > 0:
+                    memset(dst, 0, lo * item)
+                if sw == 1:
+                    memcpy(dst + lo, src + lo, (hi - lo) * item)
+                else:
+                    for o in range(lo, hi):
+                        dst[o] = src[o * sw]
+                if hi < OW:
+                    memset(dst + hi, 0, (OW - hi) * item)
+            dst += OW
+            oh += 1
+            if oh == OH:
+                oh = 0
+                od += 1
+
+
+def lowered_gemm(const scalar[:, :, :, :, ::1] x, const scalar[:, :, ::1] w,
+                 scalar[:, :, ::1] out, scalar[::1] scratch, kernel, stride, dilation, pad,
+                 out_spatial, Py_ssize_t span, Py_ssize_t[::1] counter,
+                 const scalar[::1] bias=None):
+    """Lower and multiply units of ``span`` output positions of one image, until none is left.
+
+    Unit ``u`` is image ``u // chunks``, positions ``(u % chunks) * span`` onwards
+    (``chunks = ceil(P / span)``); units are taken from ``counter[0]`` with an
+    atomic add, so several threads may run this on the same arrays at once,
+    each with its own ``scratch``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, D, H, W), C-contiguous
+        Unpadded input (1-d and 2-d with leading size-1 axes).
+    w : ndarray, (G, Og, Kg), C-contiguous
+        Weights, taps in :func:`im2col`'s row order within a group.
+    out : ndarray, (N, G * Og, P), C-contiguous
+        Overwritten.
+    scratch : ndarray, at least ``G * Kg * span`` elements
+        This worker's column matrix.
+    kernel, stride, dilation, pad, out_spatial : 3-tuples of int
+        As for :func:`im2col`.
+    span : int
+        Output positions per unit.
+    counter : ndarray of intp, shape (1,)
+        Next unit to take; start it at 0.
+    bias : ndarray, (G * Og,), optional
+        Added to every output of its channel: written into the unit's outputs
+        (still in cache) before the GEMM, which then accumulates (beta = 1),
+        instead of a separate pass over the whole output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> load_blas()
+    >>> x = np.arange(5.0).reshape(1, 1, 1, 1, 5)
+    >>> out = np.empty((1, 1, 4))
+    >>> _ = lowered_gemm(x, np.ones((1, 1, 2)), out, np.empty(8), (1, 1, 2), (1, 1, 1),
+    ...                  (1, 1, 1), (0, 0, 0), (1, 1, 4), 4, np.zeros(1, np.intp))
+    >>> out.ravel()
+    array([1., 3., 5., 7.])
+    """
+    cdef Geometry g = _geometry((x.shape[2], x.shape[3], x.shape[4]), kernel, stride, dilation,
+                                pad, out_spatial)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], groups = w.shape[0], og = w.shape[1]
+    cdef Py_ssize_t kg = w.shape[2], taps = g.k[0] * g.k[1] * g.k[2]
+    cdef Py_ssize_t P = g.out[0] * g.out[1] * g.out[2], chunks, units, u, b, p0, npos, gi
+    if _zgemm == NULL:
+        raise RuntimeError("call load_blas() first")
+    if groups < 1 or c % groups or kg != (c // groups) * taps or out.shape[0] != n \
+            or out.shape[1] != groups * og or out.shape[2] != P:
+        raise ValueError(f"x ({n}, {c}, ...), weights ({groups}, {og}, {kg}) and out "
+                         f"({out.shape[0]}, {out.shape[1]}, {out.shape[2]}) do not match")
+    if span < 1 or scratch.shape[0] < c * taps * min(span, P):
+        raise ValueError(f"scratch of {scratch.shape[0]} cannot hold {c * taps} x {span}")
+    if max(P, kg, og, span) > BLAS_MAX_DIM:
+        raise OverflowError("matrix dimension too large for the BLAS interface")
+    cdef bint with_bias = bias is not None
+    if with_bias and bias.shape[0] != groups * og:
+        raise ValueError(f"bias has {bias.shape[0]} entries for {groups * og} output channels")
+    if n == 0 or P == 0 or og == 0:
+        return out.base
+    cdef Py_ssize_t ch, q
+    cdef scalar value
+    cdef scalar* row
+    chunks = (P + span - 1) // span
+    units = n * chunks
+    cdef char plain = b'N'
+    cdef scalar* cols = &scratch[0]
+    with nogil:
+        while True:
+            u = fastconv_take(&counter[0])
+            if u >= units:
+                break
+            b = u // chunks
+            p0 = (u - b * chunks) * span
+            npos = min(span, P - p0)
+            if p0 % g.out[2] == 0 and npos % g.out[2] == 0:
+                _im2col_whole_rows(&x[b, 0, 0, 0, 0], cols, c, p0 // g.out[2],
+                                   npos // g.out[2], &g)
+            else:
+                _im2col(&x[b, 0, 0, 0, 0], cols, c, npos, 1, p0, npos, &g)
+            if with_bias:
+                for ch in range(groups * og):
+                    value = bias[ch]
+                    row = &out[b, ch, p0]
+                    for q in range(npos):
+                        row[q] = value
+            for gi in range(groups):
+                # column-major (npos x Og) = cols_g^T (npos x Kg) W_g^T (Kg x Og): out's rows
+                _gemm(plain, <int>npos, <int>og, <int>kg, cols + gi * kg * npos, <int>npos,
+                      &w[gi, 0, 0], <int>kg, with_bias, &out[b, gi * og, p0], <int>P)
+    return out.base

@@ -49,14 +49,14 @@ def _features_direct(p):
 
 def _features_im2col(p):
     # im2col plans its blocks, copies and BLAS calls per problem and thread budget;
-    # its plan says how much it copies and how many GEMM calls it makes.
+    # its plan says how much it copies and how often Python calls into its kernels.
     from ._config import get_num_threads
     from .backends import im2col
     work = im2col.work(p)
     threads = max(get_num_threads(), 1)
     weight = _dtype_weight(p)
     return (1.0, p.macs * weight / threads, work["copied"] * weight / work["workers"],
-            float(work["gemm_calls"]))
+            float(work["dispatches"]))
 
 
 def _features_fft(p):

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
+
 from . import _outputs, backends
 from ._config import get_num_threads
 
@@ -163,11 +165,14 @@ def _describe(problem) -> str:
             f"{problem.dilation}, groups {problem.groups}")
 
 
-def correlate(x, w, problem, method: str = "auto", out=None):
+def correlate(x, w, problem, method: str = "auto", out=None, bias=None):
     """Run the canonical correlation with the backend ``choose`` picks.
 
     ``x`` and ``w`` must already be arrays of ``problem.dtype`` with the
-    problem's shapes; front ends make sure of that.
+    problem's shapes; front ends make sure of that.  ``bias``, one value per
+    output channel, is added to the result: inside the backend where it
+    can (``FUSED_BIAS``: while each block of the result is in cache), else
+    after it.
 
     Examples
     --------
@@ -182,7 +187,14 @@ def correlate(x, w, problem, method: str = "auto", out=None):
     if out is None and choice.name != "cuda":
         # large results come from reused blocks: fresh ones page-fault (see _outputs)
         out = _outputs.empty(problem.out_shape, problem.dtype)
-    return backend.correlate(x, w, choice.problem, out=out)
+    if bias is None:
+        return backend.correlate(x, w, choice.problem, out=out)
+    bias = np.asarray(bias, dtype=problem.dtype)
+    if getattr(backend, "FUSED_BIAS", False):
+        return backend.correlate(x, w, choice.problem, out=out, bias=bias)
+    result = backend.correlate(x, w, choice.problem, out=out)
+    result += bias.reshape((-1,) + (1,) * problem.ndim)  # the result is ours (or the caller's out)
+    return result
 
 
 def clear_cache() -> None:

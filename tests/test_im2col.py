@@ -63,6 +63,24 @@ def _assert_close(got, want, dtype):
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
 
 
+@pytest.fixture(autouse=True)
+def rows_paths(monkeypatch):
+    """The tests below pin the rows and columns paths' blocking: they run without the
+    lowered path, which few-channel problems would take (its own tests turn it on)."""
+    monkeypatch.setattr(backend, "LOWERED_MAX_ROW_DEPTH", 0)
+    backend.plan.cache_clear()
+    yield
+    backend.plan.cache_clear()
+
+
+@pytest.fixture
+def lowered(monkeypatch):
+    """The lowered path for every problem."""
+    monkeypatch.setattr(backend, "LOWERED_MAX_ROW_DEPTH", 10**9)
+    backend.plan.cache_clear()
+    yield
+
+
 @pytest.fixture
 def small_workspace():
     saved = _config.get_workspace_bytes()
@@ -263,6 +281,9 @@ CONFIGURATIONS.update({
     "shared-blocks-channels-last": {**_rows_configuration(True, True, True), **_SHARED},
     "shared-blocks-channels-first": {**_rows_configuration(False, False, False), **_SHARED},
     "columns-path": {"_rows_plan": lambda *args: None},
+    "lowered-images": {"LOWERED_MAX_ROW_DEPTH": _NEVER},
+    "lowered-row-units-shared": {"LOWERED_MAX_ROW_DEPTH": _NEVER, "LOWERED_BLOCK_BYTES": 1,
+                                 **_SHARED},
     "columns-tiny-blocks": {"_rows_plan": lambda *args: None,
                             "TARGET_BLOCK_BYTES": 1},
 })
@@ -505,3 +526,117 @@ def test_gradients_of_empty_problems():
     x, w, gy = np.zeros(problem.x_shape), np.ones(problem.w_shape), np.zeros(problem.out_shape)
     np.testing.assert_array_equal(backend.weight_gradient(x, gy, problem), 0)
     assert backend.input_gradient(gy, w, problem).shape == problem.x_shape
+
+
+# ---------------------------------------------------------------- lowered path (few channels)
+
+LOWERED_GEOMETRIES = [
+    # (x_shape, w_shape, stride, padding, dilation, groups)
+    ((7, 3, 13, 12), (5, 3, 5, 5), 1, 2, 1, 1),                  # conv1-like, odd batch
+    ((5, 3, 15, 14), (4, 3, 3, 5), (2, 1), (1, 2), (1, 2), 1),   # stride and dilation
+    ((3, 4, 11, 9), (6, 2, 3, 3), (1, 2), ((2, 0), (1, 3)), 1, 2),  # groups, uneven padding
+    ((4, 1, 19, 17), (3, 1, 5, 5), 1, 2, 1, 1),                  # one channel
+    ((5, 2, 40), (3, 2, 7), 3, 3, 2, 1),                         # 1-d
+    ((3, 2, 6, 7, 5), (2, 2, 3, 2, 3), (1, 2, 1), 1, (2, 1, 1), 1),  # 3-d
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("geometry", LOWERED_GEOMETRIES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("block_bytes", [1, 1 << 20])   # one output row per unit, whole images
+def test_lowered_path_matches_reference(lowered, monkeypatch, dtype, geometry, threads,
+                                        block_bytes):
+    monkeypatch.setattr(backend, "LOWERED_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(backend, "MIN_BLOCKS_PER_WORKER", 1)
+    backend.plan.cache_clear()
+    problem = _problem(geometry, dtype)
+    with _config.thread_budget(threads):
+        blocks = backend.plan(problem, _config.get_workspace_bytes(), threads)
+        assert isinstance(blocks, backend.LoweredPlan)
+        assert blocks.workers == threads
+        if block_bytes == 1:
+            assert blocks.span == problem.out_spatial[-1]
+        out = np.full(problem.out_shape, np.nan, dtype)
+        assert _check_backend(problem, out=out) is out
+
+
+def test_lowered_path_is_taken_for_few_channels_only():
+    conv1 = make_problem((128, 3, 24, 24), (64, 3, 5, 5), "float32", padding=2)
+    conv2 = make_problem((128, 64, 12, 12), (64, 64, 5, 5), "float32", padding=2)
+    cap = _config.get_workspace_bytes()
+    backend.plan.cache_clear()
+    assert not isinstance(backend.plan(conv1, cap, 2), backend.LoweredPlan)  # rows_paths
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backend, "LOWERED_MAX_ROW_DEPTH", 64)
+        backend.plan.cache_clear()
+        blocks = backend.plan(conv1, cap, 2)
+        assert isinstance(blocks, backend.LoweredPlan)
+        assert blocks.span == 24 * 24 and blocks.workers == 2 and blocks.rows == 75
+        assert isinstance(backend.plan(conv2, cap, 2), backend.RowsPlan)
+        work = backend.work(conv1, cap, threads=2)
+        assert work == {"copied": 75 * 128 * 576, "gemm_calls": 128, "blocks": 128, "workers": 2,
+                        "dispatches": 2}
+    backend.plan.cache_clear()
+
+
+def test_lowered_path_splits_a_huge_image_by_output_rows(lowered, small_workspace):
+    problem = make_problem((1, 3, 300, 200), (4, 3, 3, 3), "float64", padding=1)
+    blocks = backend.plan(problem, small_workspace, 2)
+    assert isinstance(blocks, backend.LoweredPlan)
+    assert blocks.span % 200 == 0 and blocks.span < blocks.positions
+    assert blocks.workers * blocks.workspace <= small_workspace
+    for threads in (1, 2):
+        with _config.thread_budget(threads):
+            _check_backend(problem)
+
+
+def test_lowered_kernel_needs_matching_shapes():
+    backend._ensure_blas()
+    x = np.zeros((1, 2, 1, 1, 5))
+    out = np.zeros((1, 1, 4))
+    args = ((1, 1, 2), (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 4), 4, np.zeros(1, np.intp))
+    with pytest.raises(ValueError):
+        backend._im2col.lowered_gemm(x, np.zeros((1, 1, 2)), out, np.zeros(16), *args)
+    with pytest.raises(ValueError):   # scratch too small for 4 positions of 4 rows
+        backend._im2col.lowered_gemm(x, np.zeros((1, 1, 4)), out, np.zeros(8), *args)
+
+
+@pytest.mark.parametrize("path", ["lowered", "rows"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
+def test_bias_is_added_per_output_channel(monkeypatch, path, dtype):
+    if path == "lowered":
+        monkeypatch.setattr(backend, "LOWERED_MAX_ROW_DEPTH", 10**9)
+        monkeypatch.setattr(backend, "LOWERED_BLOCK_BYTES", 1)   # several units per image
+    backend.plan.cache_clear()
+    problem = make_problem((3, 4, 9, 8), (6, 2, 3, 3), dtype, padding=1, groups=2, stride=(1, 2))
+    assert isinstance(backend.plan(problem, _config.get_workspace_bytes(), 2),
+                      backend.LoweredPlan if path == "lowered" else backend.RowsPlan)
+    rng = np.random.default_rng(3)
+    x, w = _random(rng, problem.x_shape, dtype), _random(rng, problem.w_shape, dtype)
+    bias = _random(rng, (6,), dtype)
+    bias_before = bias.copy()
+    expected = reference.correlate(x, w, problem) + bias.reshape(-1, 1, 1)
+    for threads in (1, 2):
+        with _config.thread_budget(threads):
+            out = np.full(problem.out_shape, np.nan, dtype)
+            got = backend.correlate(x, w, problem, out=out, bias=bias)
+        assert got is out
+        _assert_close(got, expected, dtype)
+    np.testing.assert_array_equal(bias, bias_before)
+
+
+@pytest.mark.parametrize("span", [1, 5, 7, 100])
+def test_lowered_kernel_any_span(span):
+    # spans that are not whole output rows go through the general lowering
+    backend._ensure_blas()
+    problem = make_problem((3, 2, 6, 7), (4, 2, 3, 2), "float64", padding=1, stride=(2, 1))
+    rng = np.random.default_rng(1)
+    x, w = _random(rng, problem.x_shape, "float64"), _random(rng, problem.w_shape, "float64")
+    out = np.full(problem.out_shape, np.nan)
+    counter = np.zeros(1, np.intp)
+    backend._im2col.lowered_gemm(x.reshape(backend._x5(problem)), w.reshape(1, 4, -1),
+                                 out.reshape(3, 4, -1), np.empty(12 * span),
+                                 *backend._columns_geometry(problem), span, counter)
+    _assert_close(out, reference.correlate(x, w, problem), "float64")
+    assert counter[0] >= 3 * -(-problem.out_shape[2] * problem.out_shape[3] // span)

@@ -82,6 +82,27 @@ def test_bias_and_unbatched():
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["auto", "direct", "im2col", "fft", "reference"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bias_fused_or_added_after(method, dtype):
+    # im2col adds the bias inside (FUSED_BIAS), the others after the correlation
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((3, 3, 9, 8)), rng.standard_normal((5, 3, 3, 3))
+    b = rng.standard_normal(5)
+    b_before = b.copy()
+    got = nn.conv2d(x.astype(dtype), w.astype(dtype), b.astype(dtype), padding=1, method=method)
+    want = naive.conv(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1)) + b[:, None, None]
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == "float32" else 1e-10,
+                               atol=1e-4 if dtype == "float32" else 1e-10)
+    assert np.array_equal(b, b_before)
+
+
+def test_bias_on_empty_batch():
+    got = nn.conv2d(np.zeros((0, 2, 5, 5)), np.ones((3, 2, 3, 3)), np.arange(3.0))
+    assert got.shape == (0, 3, 3, 3)
+
+
 def test_dtypes_and_layouts():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 8, 9))

@@ -58,8 +58,9 @@ def check_weight(w: np.ndarray, nd: int, op: str, name: str = "weight") -> None:
                          f"in_channels / groups, *kernel), got {name} of shape {w.shape}")
 
 
-def correlate(x: np.ndarray, w: np.ndarray, dtype, args: ConvArgs, method: str) -> np.ndarray:
-    """The canonical correlation of ``x`` and ``w`` in ``dtype`` through the dispatcher.
+def correlate(x: np.ndarray, w: np.ndarray, dtype, args: ConvArgs, method: str,
+              bias=None) -> np.ndarray:
+    """The canonical correlation of ``x`` and ``w`` in ``dtype`` (plus ``bias``) through the dispatcher.
 
     Empty operands (no batch, no channels) never reach a backend.
     """
@@ -67,9 +68,12 @@ def correlate(x: np.ndarray, w: np.ndarray, dtype, args: ConvArgs, method: str) 
                            args.groups, origin="nn")
     if x.size == 0 or w.size == 0:
         dispatch.resolve_method(method)
-        return np.zeros(problem.out_shape, dtype=problem.dtype)
+        out = np.zeros(problem.out_shape, dtype=problem.dtype)
+        if bias is not None:
+            out += bias.astype(out.dtype, copy=False).reshape((-1,) + (1,) * problem.ndim)
+        return out
     return dispatch.correlate(_validate.prepare(x, dtype), _validate.prepare(w, dtype), problem,
-                              method=method)
+                              method=method, bias=bias)
 
 
 def _conv(nd: int, op: str, input, weight, bias, stride, padding, dilation, groups, method):
@@ -79,9 +83,8 @@ def _conv(nd: int, op: str, input, weight, bias, stride, padding, dilation, grou
     check_weight(w, nd, op)
     args = conv_args(nd, x.shape, w.shape, stride, padding, dilation, groups)
     dtype = _validate.result_dtype(x, w)
-    out = correlate(x, w, dtype, args, method)
-    if bias is not None:
-        out = _add_bias(out, _check_bias(bias, w.shape), nd)
+    b = None if bias is None else _check_bias(bias, w.shape)
+    out = correlate(x, w, dtype, args, method, bias=b)
     return out[0] if unbatched else out
 
 
@@ -91,14 +94,6 @@ def _check_bias(bias, w_shape) -> np.ndarray:
         raise ValueError(f"given weight of shape {tuple(w_shape)}, expected bias to be 1-D with "
                          f"{w_shape[0]} elements, but got bias of shape {b.shape}")
     return b
-
-
-def _add_bias(out: np.ndarray, b: np.ndarray, nd: int) -> np.ndarray:
-    column = b.astype(out.dtype, copy=False).reshape((-1,) + (1,) * nd)
-    if out.flags.writeable:
-        out += column  # the dispatcher's result is a fresh array of ours
-        return out
-    return out + column
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, method="auto"):
