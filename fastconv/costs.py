@@ -56,7 +56,7 @@ def _features_im2col(p):
     threads = max(get_num_threads(), 1)
     weight = _dtype_weight(p)
     return (1.0, p.macs * weight / threads, work["copied"] * weight / work["workers"],
-            float(work["dispatches"]))
+            float(work["dispatches"]), work["accumulated"] * weight / work["workers"])
 
 
 def _features_fft(p):
@@ -91,11 +91,12 @@ FEATURES = {
 }
 
 #: seconds per feature unit, fitted by ``fastconv.calibrate(quick=False)`` on a 2-core
-#: x86-64 machine (AVX-512, OpenBLAS 0.3.31) on 2026-11-26; the cuda row is a guess
+#: x86-64 machine (AVX-512, OpenBLAS 0.3.30) on 2026-11-26 (FFTW plans measured); separable
+#: is priced as its direct passes; the reference and cuda rows are guesses
 DEFAULT_COEFFICIENTS = {
-    "direct": (7.34e-06, 3.63e-11, 2.4e-11, 7.68e-11, 7.01e-09),
-    "im2col": (0.0, 1.069e-11, 3.127e-09, 3.267e-05),
-    "fft": (8.74e-05, 0.8926, 0.4391, 1.018),
+    "direct": (1.115e-05, 3.002e-11, 2.075e-11, 8.264e-11, 9.165e-09),
+    "im2col": (0.0, 4.355e-11, 3.777e-10, 1.123e-06, 1.283e-09),
+    "fft": (0.0001215, 0.8236, 0.4772, 1.081),
     "separable": (2e-5, 1.0),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),

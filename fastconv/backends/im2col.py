@@ -412,7 +412,9 @@ def work(problem, workspace=None, threads=None) -> dict:
     """What :func:`correlate` does besides multiply-adds, for cost models.
 
     Returns ``copied`` (elements the lowering writes: channels-last input,
-    row or column matrix, output moves), ``gemm_calls`` (BLAS calls),
+    row or column matrix, output moves), ``accumulated`` (output elements
+    the GEMMs write: once per kernel tap where each tap's GEMM adds into the
+    output), ``gemm_calls`` (BLAS calls),
     ``blocks``, ``workers`` (threads sharing the blocks, each with one
     BLAS thread; 1 when BLAS gets the whole budget) and ``dispatches``
     (calls from Python into the kernels, each some microseconds: one per
@@ -424,10 +426,10 @@ def work(problem, workspace=None, threads=None) -> dict:
     >>> from fastconv.problem import make_problem
     >>> p = make_problem((1, 1, 6), (1, 1, 3), "float64")
     >>> work(p, threads=1)    # few channels: the lowered path, one full-depth GEMM
-    {'copied': 12, 'gemm_calls': 1, 'blocks': 1, 'workers': 1, 'dispatches': 1}
+    {'copied': 12, 'accumulated': 4, 'gemm_calls': 1, 'blocks': 1, 'workers': 1, 'dispatches': 1}
     >>> p = make_problem((2, 64, 6), (8, 64, 3), "float64")
     >>> work(p, threads=1)    # the rows path, A axis shifted: one GEMM per tap
-    {'copied': 1600, 'gemm_calls': 3, 'blocks': 1, 'workers': 1, 'dispatches': 1}
+    {'copied': 1600, 'accumulated': 192, 'gemm_calls': 3, 'blocks': 1, 'workers': 1, 'dispatches': 1}
     """
     if threads is None:
         threads = min(_config.get_num_threads(), CPUS)
@@ -435,11 +437,13 @@ def work(problem, workspace=None, threads=None) -> dict:
     n, o = problem.batch, problem.out_channels
     outputs = n * o * math.prod(problem.out_spatial)
     if isinstance(p, LoweredPlan):
-        return {"copied": p.rows * n * p.positions, "gemm_calls": p.units * problem.groups,
+        return {"copied": p.rows * n * p.positions, "accumulated": outputs,
+                "gemm_calls": p.units * problem.groups,
                 "blocks": p.units, "workers": p.workers, "dispatches": p.workers}
     if isinstance(p, ColumnsPlan):
         blocks = -(-n // p.images) * -(-p.positions // p.span)
-        return {"copied": p.rows * n * p.positions + outputs, "gemm_calls": blocks,
+        return {"copied": p.rows * n * p.positions + outputs, "accumulated": outputs,
+                "gemm_calls": blocks,
                 "blocks": blocks, "workers": 1, "dispatches": blocks}
     copied = sum((na + p.extra_rows) * nb * p.inner_positions for _, nb, _, na in p.blocks)
     copied *= p.depth
@@ -448,7 +452,8 @@ def work(problem, workspace=None, threads=None) -> dict:
     if p.images > 1 or (p.channels_last and o > 1):
         copied += outputs
     blocks = len(p.blocks)
-    return {"copied": copied, "gemm_calls": blocks * p.taps * problem.groups, "blocks": blocks,
+    return {"copied": copied, "accumulated": outputs * p.taps,
+            "gemm_calls": blocks * p.taps * problem.groups, "blocks": blocks,
             "workers": p.workers, "dispatches": blocks}
 
 
