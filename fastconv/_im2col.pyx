@@ -593,6 +593,16 @@ def rows_to_output(const scalar[:, ::1] block, scalar[:, :, ::1] out, Py_ssize_t
     return out.base
 
 
+cdef int _check_block(Py_ssize_t o, Py_ssize_t m, Py_ssize_t n, Py_ssize_t oc, Py_ssize_t P,
+                      Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t inner) except -1:
+    """Raise unless an (o, m) block of ``nb`` images fits an (n, oc, P) array at (b0, p0)."""
+    if oc != o or nb < 1 or b0 < 0 or b0 + nb > n or inner < 1 \
+            or m % (nb * inner) or p0 < 0 or p0 + m // nb > P:
+        raise ValueError(f"block ({o}, {m}) of {nb} images does not fit out "
+                         f"({n}, {oc}, {P}) at image {b0}, position {p0}")
+    return 0
+
+
 def columns_to_output(const scalar[:, ::1] block, scalar[:, :, ::1] out, Py_ssize_t b0,
                       Py_ssize_t nb, Py_ssize_t p0, Py_ssize_t inner):
     """Copy a GEMM result ``(O, m)`` with columns ordered (a, image, inner) into ``out``.
@@ -609,10 +619,7 @@ def columns_to_output(const scalar[:, ::1] block, scalar[:, :, ::1] out, Py_ssiz
     array([0., 2., 1., 3.])
     """
     cdef Py_ssize_t o = block.shape[0], m = block.shape[1], P = out.shape[2], t, b, c, chunks
-    if out.shape[1] != o or nb < 1 or b0 < 0 or b0 + nb > out.shape[0] or inner < 1 \
-            or m % (nb * inner) or p0 < 0 or p0 + m // nb > P:
-        raise ValueError(f"block ({o}, {m}) of {nb} images does not fit out "
-                         f"({out.shape[0]}, {out.shape[1]}, {P}) at image {b0}, position {p0}")
+    _check_block(o, m, out.shape[0], out.shape[1], P, b0, nb, p0, inner)
     if m == 0 or o == 0:
         return out.base
     chunks = m // inner
@@ -886,10 +893,7 @@ def gather_columns(const scalar[:, :, ::1] out, scalar[:, ::1] block, Py_ssize_t
     array([[0., 2., 1., 3.]])
     """
     cdef Py_ssize_t o = block.shape[0], m = block.shape[1], P = out.shape[2], t, b, c, chunks
-    if out.shape[1] != o or nb < 1 or b0 < 0 or b0 + nb > out.shape[0] or inner < 1 \
-            or m % (nb * inner) or p0 < 0 or p0 + m // nb > P:
-        raise ValueError(f"block ({o}, {m}) of {nb} images does not fit out "
-                         f"({out.shape[0]}, {out.shape[1]}, {P}) at image {b0}, position {p0}")
+    _check_block(o, m, out.shape[0], out.shape[1], P, b0, nb, p0, inner)
     if m == 0 or o == 0:
         return block.base
     chunks = m // inner

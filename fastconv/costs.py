@@ -94,9 +94,9 @@ FEATURES = {
 #: x86-64 machine (AVX-512, OpenBLAS 0.3.30) on 2026-11-26 (FFTW plans measured); separable
 #: is priced as its direct passes; the reference and cuda rows are guesses
 DEFAULT_COEFFICIENTS = {
-    "direct": (1.115e-05, 3.002e-11, 2.075e-11, 8.264e-11, 9.165e-09),
-    "im2col": (0.0, 4.355e-11, 3.777e-10, 1.123e-06, 1.283e-09),
-    "fft": (0.0001215, 0.8236, 0.4772, 1.081),
+    "direct": (1.623e-05, 3.131e-11, 2.343e-11, 9.965e-11, 1.002e-08),
+    "im2col": (0.0, 5.222e-11, 4.079e-10, 9.23e-06, 1.439e-09),
+    "fft": (7.985e-05, 1.494, 0.3555, 1.138, 0.0006476),
     "separable": (2e-5, 1.0),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),

@@ -421,8 +421,12 @@ def test_integer_data_at_the_bound_round_exactly(x_shape, w_shape, data):
 def test_model_features_follow_the_tiling():
     problem = make_problem((1, 1, 2048, 2048), (1, 1, 17, 17), "float64", padding=8)
     features = fft.model_features(problem)
-    assert features[0] == 1.0 and all(0 < f < 1 for f in features[1:])
-    assert sum(features[1:]) == pytest.approx(fft._layout(problem).seconds)
+    assert features[0] == 1.0 and all(0 < f < 1 for f in features[1:4])
+    assert features[4] == 1.0  # two workers share the chunks
+    with _config.thread_budget(1):  # one thread: the layout's own one-thread seconds
+        features = fft.model_features(problem)
+    assert sum(features[1:4]) == pytest.approx(fft._layout(problem).seconds)
+    assert features[4] == 0.0
 
 
 def test_smooth_tile_sizes_are_priced_by_plan_quality(monkeypatch):

@@ -127,6 +127,19 @@ def _zero(dst, db, lo, hi):  # pragma: no cover
 
 
 @njit(**_JIT)
+def _shared_range(n, lo0, hi0, lo1, hi1, lo2, hi2, lo3, hi3):  # pragma: no cover
+    """[lo, hi): the columns all of the first ``n <= 4`` taps' ranges cover."""
+    lo, hi = lo0, hi0
+    if n > 1:
+        lo, hi = max(lo, lo1), min(hi, hi1)
+    if n > 2:
+        lo, hi = max(lo, lo2), min(hi, hi2)
+    if n > 3:
+        lo, hi = max(lo, lo3), min(hi, hi3)
+    return lo, hi
+
+
+@njit(**_JIT)
 def _flush(dst, db, src, j0, j1, width, sw, n, init,
            s0, s1, s2, s3, o0, o1, o2, o3, w0, w1, w2, w3):  # pragma: no cover
     """Add ``n <= 4`` taps to the output segment ``dst[db + j0 : db + j1]``.
@@ -143,13 +156,7 @@ def _flush(dst, db, src, j0, j1, width, sw, n, init,
     lo2, hi2 = _tap_range(j0, j1, o2, sw, width)
     lo3, hi3 = _tap_range(j0, j1, o3, sw, width)
     # [lo, hi): the columns every tap reaches, done in one fused loop
-    lo, hi = lo0, hi0
-    if n > 1:
-        lo, hi = max(lo, lo1), min(hi, hi1)
-    if n > 2:
-        lo, hi = max(lo, lo2), min(hi, hi2)
-    if n > 3:
-        lo, hi = max(lo, lo3), min(hi, hi3)
+    lo, hi = _shared_range(n, lo0, hi0, lo1, hi1, lo2, hi2, lo3, hi3)
     if sw != 1 or hi - lo < 8:
         lo = hi = j0  # too little shared: every tap on its own
     if init:
@@ -300,13 +307,7 @@ def _flush4(acc, src, j0, j1, width, n,
     lo1, hi1 = _tap_range(j0, j1, o1, 1, width)
     lo2, hi2 = _tap_range(j0, j1, o2, 1, width)
     lo3, hi3 = _tap_range(j0, j1, o3, 1, width)
-    lo, hi = lo0, hi0
-    if n > 1:
-        lo, hi = max(lo, lo1), min(hi, hi1)
-    if n > 2:
-        lo, hi = max(lo, lo2), min(hi, hi2)
-    if n > 3:
-        lo, hi = max(lo, lo3), min(hi, hi3)
+    lo, hi = _shared_range(n, lo0, hi0, lo1, hi1, lo2, hi2, lo3, hi3)
     if hi - lo < 8:
         lo = hi = j0
     s0 += o0

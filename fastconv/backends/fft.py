@@ -64,24 +64,31 @@ def cost(problem) -> float:
 
 
 def model_features(problem) -> tuple:
-    """This backend's own time model: (1, transforms, products, copies + overhead) seconds.
+    """This backend's own time model: (1, transforms, products, copies + overhead, threaded).
 
     Modelled on one thread of the machine class :mod:`fastconv.costs`
-    describes, for the tiling :func:`correlate` will use; meant as the
-    features of the fft cost model (coefficients about 1).
+    describes, for the tiling :func:`correlate` will use, then shared out
+    over the threads the call will run (worker threads taking whole chunks,
+    FFTW's own threads within a chunk); meant as the features of the fft
+    cost model (coefficients about 1).
 
     Examples
     --------
     >>> from fastconv.problem import make_problem
     >>> p = make_problem((1, 1, 2048, 2048), (1, 1, 17, 17), "float64", padding=8)
-    >>> 0.005 < sum(model_features(p)[1:]) < 0.5
+    >>> 0.005 < sum(model_features(p)[1:4]) < 0.5
     True
     """
     chosen = _layout(problem)
     if chosen is None:
-        return (1.0, math.inf, math.inf, math.inf)
+        return (1.0, math.inf, math.inf, math.inf, 1.0)
     transforms, products, copies, overhead = chosen.parts
-    return (1.0, transforms, products, copies + overhead)
+    chunks = len(_fft_tiles.chunks(problem, chosen))
+    workers, fft_threads = _workers(problem, chosen, chunks, _config.get_num_threads())
+    share = chunks / -(-chunks // workers) * fft_threads  # uneven chunk counts idle a worker
+    # handing chunks to worker threads costs a fixed start-up per call
+    return (1.0, transforms / share, products / share, copies / share + overhead,
+            float(workers > 1))
 
 
 def inspect(problem, x, w):

@@ -636,16 +636,22 @@ def _run_columns(x, w, out3, problem, p):
     block_columns = p.images * p.span
     buffer = np.empty(p.rows * block_columns, x5.dtype)
     product = np.empty(o * block_columns, x5.dtype)
+    for b0, nb, p0, npos, cols in _column_blocks(x5, buffer, p, n, positions):
+        ncols = nb * npos
+        prod = product[:o * ncols].reshape(g, -1, ncols)
+        np.matmul(w3, cols.reshape(g, -1, ncols), out=prod)
+        out3[b0:b0 + nb, :, p0:p0 + npos] = prod.reshape(o, nb, npos).transpose(1, 0, 2)
+
+
+def _column_blocks(x5, buffer, p, n, positions):
+    """``(b0, nb, p0, npos, cols)`` per block of a columns plan, ``cols`` lowered in ``buffer``."""
     for b0 in range(0, n, p.images):
         nb = min(p.images, n - b0)
         for p0 in range(0, positions, p.span):
             npos = min(p.span, positions - p0)
-            ncols = nb * npos
-            cols = buffer[:p.rows * ncols].reshape(p.rows, ncols)
+            cols = buffer[:p.rows * nb * npos].reshape(p.rows, nb * npos)
             _im2col.im2col(x5, cols, *p.geometry, b0=b0, nb=nb, p0=p0, npos=npos)
-            prod = product[:o * ncols].reshape(g, -1, ncols)
-            np.matmul(w3, cols.reshape(g, -1, ncols), out=prod)
-            out3[b0:b0 + nb, :, p0:p0 + npos] = prod.reshape(o, nb, npos).transpose(1, 0, 2)
+            yield b0, nb, p0, npos, cols
 
 
 # ---------------------------------------------------------------- BLAS
@@ -811,19 +817,14 @@ def _weight_columns(x, gy3, problem, p):
     acc = np.zeros((1, g, o // g, p.rows // g), problem.dtype)
     x5 = x.reshape(p.x5)
     buffer = _outputs.empty((p.workspace // problem.dtype.itemsize,), problem.dtype)
-    for b0 in range(0, n, p.images):
-        nb = min(p.images, n - b0)
-        for p0 in range(0, positions, p.span):
-            npos = min(p.span, positions - p0)
-            ncols = nb * npos
-            cols = buffer[:p.rows * ncols].reshape(p.rows, ncols)
-            _im2col.im2col(x5, cols, *p.geometry, b0=b0, nb=nb, p0=p0, npos=npos)
-            if nb == 1:
-                grad = gy3[b0, :, p0:p0 + npos]
-            else:
-                grad = buffer[p.rows * ncols:(p.rows + o) * ncols].reshape(o, ncols)
-                _im2col.gather_columns(gy3, grad, b0, nb, 0, positions)
-            _im2col.gemm_weight(cols, grad, acc, ncols, 0, transposed_rows=True)
+    for b0, nb, p0, npos, cols in _column_blocks(x5, buffer, p, n, positions):
+        ncols = nb * npos
+        if nb == 1:
+            grad = gy3[b0, :, p0:p0 + npos]
+        else:
+            grad = buffer[p.rows * ncols:(p.rows + o) * ncols].reshape(o, ncols)
+            _im2col.gather_columns(gy3, grad, b0, nb, 0, positions)
+        _im2col.gemm_weight(cols, grad, acc, ncols, 0, transposed_rows=True)
     return acc.reshape(problem.w_shape)
 
 
