@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -80,13 +81,42 @@ def ratio_table(groups: dict) -> list[str]:
     return lines
 
 
+def prepare_fft_plans() -> float:
+    """Measure the FFTW plans of the engine benchmarks first, as ``fastconv calibrate`` would.
+
+    Plans are measured once per machine (the wisdom is saved in the user cache);
+    without this the first run's warm-ups would share a core with the
+    background planner.  Returns the seconds it took.
+    """
+    import numpy as np
+
+    sys.path.insert(0, str(HERE.parent))  # the repository's fastconv and bench package
+    import fastconv
+    from bench.test_engine import IMAGE_KERNELS, SIGNAL_KERNELS, VOLUME_KERNELS
+    from fastconv.backends import _fft_plans
+
+    rng = np.random.default_rng(0)
+    cases = [((2048, 2048), (k, k), "same") for k in IMAGE_KERNELS + [31]]
+    cases += [((1_000_000,), (k,), "full") for k in SIGNAL_KERNELS]
+    cases += [((128, 128, 128), (k, k, k), "same") for k in VOLUME_KERNELS]
+    start = time.perf_counter()
+    for x_shape, w_shape, mode in cases:
+        fastconv.convolve(rng.standard_normal(x_shape), rng.standard_normal(w_shape), mode,
+                          method="fft")
+        _fft_plans.wait_for_planners(timeout=120)
+    return time.perf_counter() - start
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    planning = prepare_fft_plans()
     groups, flops = run_benchmarks(argv[0] if argv else None)
     from targets import engine_targets, layer_targets  # the issues' targets as checks
     text = ["# Benchmark results", "",
             f"Regenerate with `{COMMAND}`.", "",
-            f"- date: {datetime.date.today().isoformat()}", *machine(), "",
+            f"- date: {datetime.date.today().isoformat()}", *machine(),
+            f"- FFTW plans of the benchmarks measured first ({planning:.1f} s; once per machine, "
+            "kept in the user cache)", "",
             "Ratios are medians measured in the same run; 'vs fastconv auto' above 1 means "
             "fastconv's automatic choice is faster.", "",
             "## Engine targets", "", *engine_targets(groups), "",
