@@ -21,6 +21,7 @@ size.  Blocks below ``threshold`` bytes pass straight to malloc; larger
 ones are rounded up to 2 MiB, kept after free while the pool holds fewer
 than ``max_bytes`` bytes (the oldest goes first), and reused by best fit.
 """
+from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc, realloc
@@ -52,7 +53,7 @@ cdef extern from "numpy/arrayobject.h":
         char name[127]
         uint8_t version
         PyDataMemAllocator allocator
-    object PyDataMem_SetHandler(object handler)
+    object PyDataMem_SetHandler(PyObject *handler)
 
 
 cnp.import_array()
@@ -211,7 +212,7 @@ HANDLER = PyCapsule_New(&_handler, "mem_handler", NULL)
 
 def set_handler(handler):
     """Make ``handler`` (a capsule, or None for numpy's default) current; return the previous."""
-    return PyDataMem_SetHandler(handler)
+    return PyDataMem_SetHandler(NULL if handler is None else <PyObject *>handler)
 
 
 def configure(threshold=None, max_bytes=None):

@@ -125,3 +125,20 @@ def test_large_results_of_the_front_end_come_from_the_pool():
         np.testing.assert_allclose(got, scipy.signal.convolve(x, w, mode="same"), atol=1e-12)
         del got
     assert _outputs.pool_stats()["reused"] >= reused + 2
+
+
+def test_pooled_arrays_name_their_allocator_and_the_default_comes_back():
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    handler_name = core.multiarray.get_handler_name
+    before = handler_name()
+    with _outputs.pooled():
+        assert handler_name() == "fastconv_buffer_pool"
+        inside = np.empty(BIG)
+    assert handler_name() == before
+    assert handler_name(inside) == "fastconv_buffer_pool"
+    assert handler_name(_outputs.empty((4,), np.float64)) == before  # small: numpy's own
+    previous = _outputs._bufferpool.set_handler(None)
+    try:
+        assert handler_name() == "default_allocator"
+    finally:
+        _outputs._bufferpool.set_handler(previous)
