@@ -72,11 +72,14 @@ def run(benchmark):
     """Benchmark ``func(*args)`` with a round count suited to its cost."""
     def _run(func, *args, rounds=5):
         # warm-up outside the timing: JIT compilation, FFT plans, and the process itself
-        # (the first half-dozen large calls of a fresh process run up to 6x slower here,
-        # whichever backend: page faults on new memory, thread pools starting)
-        start, calls = time.perf_counter(), 0
+        # (thread pools starting; fastconv's pool of result blocks filling). Each call's
+        # result is kept until the next one returns, as pytest-benchmark's rounds do: the
+        # timed rounds then find two blocks in the pool instead of page-faulting a second
+        # one in (up to 50 ms for a 32 MB result on a fresh VM page)
+        start, calls, previous = time.perf_counter(), 0, None
         while calls < 2 or (time.perf_counter() - start < 1.0 and calls < 20):
-            func(*args)
+            previous = func(*args)
             calls += 1
+        del previous
         return benchmark.pedantic(func, args=args, rounds=rounds, iterations=1)
     return _run
