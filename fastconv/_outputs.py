@@ -13,6 +13,7 @@ Without the compiled extension results come from ``np.empty`` as usual.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import numpy as np
@@ -51,10 +52,7 @@ def empty(shape, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if _bufferpool is None or _max_bytes == 0:
         return np.empty(shape, dtype)
-    nbytes = dtype.itemsize
-    for n in shape:
-        nbytes *= n
-    if nbytes < MIN_POOLED_BYTES:
+    if math.prod(shape) * dtype.itemsize < MIN_POOLED_BYTES:
         return np.empty(shape, dtype)
     with pooled():
         return np.empty(shape, dtype)

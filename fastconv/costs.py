@@ -61,7 +61,7 @@ def _features_im2col(p):
 
 def _features_fft(p):
     # The tiled FFT picks its own tile sizes; its layout model knows what a call
-    # will transform, multiply and copy (seconds on one thread of this machine class).
+    # will transform, multiply and copy, shared over the threads the call runs.
     from .backends import fft
     return fft.model_features(p)
 

@@ -6,7 +6,9 @@ import pytest
 import scipy.signal
 
 import fastconv
-from fastconv import _outputs
+from fastconv import _outputs, backends, dispatch
+from fastconv.backends import reference
+from fastconv.problem import make_problem
 
 pytestmark = pytest.mark.skipif(_outputs._bufferpool is None,
                                 reason="the _bufferpool extension is not built")
@@ -142,3 +144,34 @@ def test_pooled_arrays_name_their_allocator_and_the_default_comes_back():
         assert handler_name() == "default_allocator"
     finally:
         _outputs._bufferpool.set_handler(previous)
+
+
+def _poison_a_block(shape):
+    """Leave a NaN-filled freed block of ``shape`` float64 in the pool."""
+    block = _outputs.empty(shape, np.float64)
+    block[...] = np.nan
+    del block
+
+
+@pytest.mark.parametrize("method", ["direct", "fft", "im2col", "separable", "reference"])
+def test_every_backend_writes_all_of_a_reused_block(method):
+    # results come from dirty reused blocks: every element must be written
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 1, 400, 400))
+    w = np.outer(rng.standard_normal(5), rng.standard_normal(5))[None, None]
+    problem = make_problem(x.shape, w.shape, "float64", padding=2)
+    want = reference.correlate(x, w, problem)
+    _poison_a_block(problem.out_shape)
+    got = dispatch.correlate(x, w, problem, method=method)
+    np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+def test_direct_backend_alone_takes_its_result_from_the_pool():
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((1, 1, 400, 400)), rng.standard_normal((1, 1, 9, 9))
+    problem = make_problem(x.shape, w.shape, "float64", padding=4)
+    _poison_a_block(problem.out_shape)
+    reused = _outputs.pool_stats()["reused"]
+    got = backends.REGISTRY["direct"].correlate(x, w, problem)
+    assert _outputs.pool_stats()["reused"] == reused + 1
+    np.testing.assert_allclose(got, reference.correlate(x, w, problem), atol=1e-10)

@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, prange, types, uint64
 from numba.core.extending import intrinsic
 
-from .. import _config
+from .. import _config, _outputs
 from ..problem import FAST_DTYPES
 
 NAME = "direct"
@@ -594,8 +594,14 @@ def takes_block_path(problem) -> bool:
     >>> takes_block_path(make_problem((1, 1, 64, 64), (1, 1, 3, 3), "float64"))
     False
     """
-    return (problem.ndim >= 2 and problem.kernel[-2] >= _BLOCK_ROWS
-            and problem.stride[-2:] == (1, 1) and problem.dilation[-2:] == (1, 1))
+    return problem.ndim >= 2 and _blocked(problem.kernel[-2], problem.stride[-2:],
+                                          problem.dilation[-2:])
+
+
+def _blocked(kernel_rows, stride, dilation) -> bool:
+    """The blocked kernel's condition: a kernel at least a block tall, unit stride and
+    dilation on the last two axes (the one test :func:`run` and the cost model share)."""
+    return kernel_rows >= _BLOCK_ROWS and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
 
 
 def run(x5, w5, out5, cmap, stride, dilation, pad_before) -> None:
@@ -614,7 +620,7 @@ def run(x5, w5, out5, cmap, stride, dilation, pad_before) -> None:
     macs = out5.size * taps
     threads = 1 if macs < _SERIAL_MACS else min(_config.get_num_threads(),
                                                 numba.config.NUMBA_NUM_THREADS)
-    if w5.shape[3] >= _BLOCK_ROWS and stride[1:] == (1, 1) and dilation[1:] == (1, 1):
+    if _blocked(w5.shape[3], stride[1:], dilation[1:]):
         kernel = _block_kernel
         args = (x5, w5, out5, cmap) + _geometry(stride, dilation, pad) + (threads,)
     else:
@@ -662,10 +668,9 @@ def correlate(x, w, problem, out=None):
     w5 = np.ascontiguousarray(w, dtype=dtype).reshape(as_3d(problem.w_shape))
     direct_out = (out is not None and out.dtype == dtype and out.flags.c_contiguous
                   and out.shape == problem.out_shape)
-    # np.zeros, not np.empty: calloc hands large outputs fresh zero pages, while
-    # malloc'd ones were measured to page-fault 7x slower for the first calls of
-    # a process (50 ms against 7 ms for a 2048x2048 float64 image)
-    result = out if direct_out else np.zeros(problem.out_shape, dtype)
+    # the kernels write every output element; large results come from the pool
+    # of reused blocks (fresh ones page-fault, see fastconv._outputs)
+    result = out if direct_out else _outputs.empty(problem.out_shape, dtype)
     cmap = group_map(problem.out_channels, problem.w_shape[1], problem.groups)
     run(x5, w5, result.reshape(as_3d(problem.out_shape)), cmap, problem.stride,
         problem.dilation, _pad_before(problem.padding))
