@@ -18,7 +18,8 @@ from pathlib import Path
 _DTYPE_WEIGHT = {"f4": 0.5, "f8": 1.0, "c8": 2.0, "c16": 4.0}
 
 
-def _dtype_weight(problem) -> float:
+def dtype_weight(problem) -> float:
+    """Cost of one element or multiply-add of ``problem.dtype``, float64 = 1."""
     return _DTYPE_WEIGHT.get(f"{problem.dtype.kind}{problem.dtype.itemsize}", 4.0)
 
 
@@ -40,7 +41,7 @@ def _features_direct(p):
     # (four rows for the blocked kernel) per tap pays a fixed start-up that
     # dominates short rows
     from .backends import direct
-    macs = p.macs * _dtype_weight(p)
+    macs = p.macs * dtype_weight(p)
     row_passes = p.macs / max(p.out_spatial[-1], 1)
     if direct.takes_block_path(p):
         return (1.0, 0.0, macs, _elements(p), row_passes / 4)
@@ -54,7 +55,7 @@ def _features_im2col(p):
     from .backends import im2col
     work = im2col.work(p)
     threads = max(get_num_threads(), 1)
-    weight = _dtype_weight(p)
+    weight = dtype_weight(p)
     return (1.0, p.macs * weight / threads, work["copied"] * weight / work["workers"],
             float(work["dispatches"]), work["accumulated"] * weight / work["workers"])
 
@@ -64,6 +65,11 @@ def _features_fft(p):
     # will transform, multiply and copy, shared over the threads the call runs.
     from .backends import fft
     return fft.model_features(p)
+
+
+def _features_winograd(p):
+    from .backends import winograd
+    return winograd.features(p)
 
 
 def _features_separable(p):
@@ -78,7 +84,7 @@ def _features_reference(p):
 
 def _features_cuda(p):
     transferred = (_elements(p) + math.prod(p.w_shape)) * p.dtype.itemsize
-    return (1.0, p.macs * _dtype_weight(p), transferred)
+    return (1.0, p.macs * dtype_weight(p), transferred)
 
 
 FEATURES = {
@@ -86,18 +92,23 @@ FEATURES = {
     "im2col": _features_im2col,
     "fft": _features_fft,
     "separable": _features_separable,
+    "winograd": _features_winograd,
     "reference": _features_reference,
     "cuda": _features_cuda,
 }
 
 #: seconds per feature unit, fitted by ``fastconv.calibrate(quick=False)`` on a 2-core
 #: x86-64 machine (AVX-512, OpenBLAS 0.3.30) on 2026-11-26 (FFTW plans measured); separable
-#: is priced as its direct passes; the reference and cuda rows are guesses
+#: is priced as its direct passes; winograd was fitted on its 24 problems of the full grid
+#: with the GEMM rate held at 4e-11 s per weighted multiply-add (one BLAS thread's rate
+#: on its GEMMs), as a free fit traded it for the other terms; the reference and cuda
+#: rows are guesses
 DEFAULT_COEFFICIENTS = {
     "direct": (1.623e-05, 3.131e-11, 2.343e-11, 9.965e-11, 1.002e-08),
     "im2col": (0.0, 5.222e-11, 4.079e-10, 9.23e-06, 1.439e-09),
     "fft": (7.985e-05, 1.494, 0.3555, 1.138, 0.0006476),
     "separable": (2e-5, 1.0),
+    "winograd": (2.277e-4, 4e-11, 1.087e-9, 0.0, 2.223e-6),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),
 }

@@ -7,7 +7,9 @@ from hypothesis.extra.numpy import arrays
 import fastconv
 from fastconv import backends
 
-METHODS = sorted(n for n in backends.REGISTRY if n != "separable")
+# backends offered for every shape drawn here; separable (low-rank kernels) and winograd
+# (kernels up to 5 taps, 1-d and 2-d) have their own property tests
+METHODS = sorted(n for n in backends.REGISTRY if n not in ("separable", "winograd"))
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("reference", "direct", "im2col", "fft", "separable", "cuda")
+_MODULES = ("reference", "direct", "im2col", "fft", "separable", "winograd", "cuda")
 
 #: name -> module, for every backend whose dependencies import and work here
 REGISTRY: dict = {}

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -59,6 +58,7 @@ import numpy as np
 from .. import _config, _outputs
 from .._config import blas_threads
 from ..problem import FAST_DTYPES
+from . import _workers
 
 NAME = "im2col"
 #: correlate() takes ``bias`` and adds it while each block of the result is in cache
@@ -514,51 +514,8 @@ def _run_rows(x, w, out3, problem, p, threads):
     """Run every block: on ``p.workers`` threads with one BLAS thread each, or on
     this thread with BLAS getting the budget."""
     todo = iter(p.blocks)  # a list iterator hands out each block once, thread-safely
-    _run_workers(_rows_worker, (x.reshape(p.x4), _arrange_weights(w, problem, p), out3, problem,
+    _workers.run(_rows_worker, (x.reshape(p.x4), _arrange_weights(w, problem, p), out3, problem,
                                 p, todo), p.workers, threads)
-
-
-def _run_workers(worker, args, workers, threads):
-    """``worker(*args)`` on ``workers`` threads (this one and pooled helpers) with one BLAS
-    thread each, or once on this thread with BLAS getting ``threads``; the workers share
-    the blocks through an iterator in ``args``.  Returns the results, this thread's first."""
-    if workers == 1:
-        with blas_threads(threads):
-            return [worker(*args)]
-    with blas_threads(1):
-        helpers = [_pool().submit(worker, *args) for _ in range(workers - 1)]
-        results = []
-        try:
-            results.append(worker(*args))
-        finally:
-            # helpers that never started have nothing left to do; wait for the others
-            for future in helpers:
-                if not future.cancel():
-                    results.append(future.result())
-        return results
-
-
-_pool_lock = threading.Lock()
-_pool_state = {"executor": None}
-
-
-def _forget_pool():
-    # a forked child inherits the pool object but none of its threads
-    _pool_state["executor"] = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _pool():
-    """The threads that help callers run blocks; they sleep when idle (no spinning)."""
-    with _pool_lock:
-        if _pool_state["executor"] is None:
-            from concurrent.futures import ThreadPoolExecutor
-            _pool_state["executor"] = ThreadPoolExecutor(
-                max_workers=max(CPUS - 1, 1), thread_name_prefix="fastconv-im2col")
-        return _pool_state["executor"]
 
 
 def _rows_worker(x4, weights, out3, problem, p, todo):
@@ -619,7 +576,7 @@ def _run_lowered(x, w, out3, problem, p, threads, bias=None):
     if bias is not None:
         bias = np.ascontiguousarray(bias, dtype=problem.dtype).reshape(problem.out_channels)
     counter = np.zeros(1, np.intp)
-    _run_workers(_lowered_worker, (x.reshape(p.x5), w3, out3, problem, p, counter, bias),
+    _workers.run(_lowered_worker, (x.reshape(p.x5), w3, out3, problem, p, counter, bias),
                  p.workers, threads)
 
 
@@ -781,7 +738,7 @@ def weight_gradient(x, gy, problem):
     if isinstance(p, ColumnsPlan):
         with blas_threads(threads):
             return _weight_columns(x, gy3, problem, p)
-    parts = _run_workers(_weight_rows_worker, (x.reshape(p.x4), gy3, problem, p, iter(p.blocks)),
+    parts = _workers.run(_weight_rows_worker, (x.reshape(p.x4), gy3, problem, p, iter(p.blocks)),
                          p.workers, threads)
     acc = parts[0]
     for part in parts[1:]:
@@ -910,7 +867,7 @@ def input_gradient(gy, w, problem):
     gy3 = np.ascontiguousarray(gy, dtype=dtype).reshape(problem.batch, o, -1)
     w3 = np.ascontiguousarray(w, dtype=dtype).reshape(g, o // g, -1)
     todo = iter(p.units(problem.batch))
-    _run_workers(_input_worker, (gy3, w3, dx.reshape(_x5(problem)), problem, p, todo),
+    _workers.run(_input_worker, (gy3, w3, dx.reshape(_x5(problem)), problem, p, todo),
                  p.workers, threads)
     return dx
 

@@ -32,8 +32,11 @@ always with ``method='im2col'``), the weight gradient is instead
 ``dW_g = sum over blocks of G_g @ R_g``, R the forward's row matrix, and, for
 few input channels (a network's first layer), the input gradient is
 ``col2im(W^T G)``: see :func:`fastconv.backends.im2col.weight_gradient` and
-:func:`~fastconv.backends.im2col.input_gradient`.  The correlations above keep
-the other cases (large kernels, where FFT wins, and forced backends).
+:func:`~fastconv.backends.im2col.input_gradient`.  Where the Winograd backend
+is the cheaper of the two, the weight gradient is its adjoint pass instead
+(:func:`fastconv.backends.winograd.weight_gradient`), and stride-1 input
+gradients reach it through the dispatcher.  The correlations above keep the
+other cases (large kernels, where FFT wins, and forced backends).
 """
 from __future__ import annotations
 
@@ -209,9 +212,9 @@ def _columns_copy_less(gemm, problem, parts, dtype) -> bool:
 # ---------------------------------------------------------------------------
 # both gradients as GEMMs on im2col's lowering
 
-#: with method='auto', the GEMM gradients run where im2col's estimate for the
-#: forward problem is within this factor of the cheapest backend's (the
-#: correlations they replace are cheaper only for large kernels, by FFT)
+#: with method='auto', the GEMM gradients (im2col's or winograd's) run where that
+#: backend's estimate for the forward problem is within this factor of the cheapest
+#: backend's (the correlations they replace are cheaper only for large kernels, by FFT)
 GEMM_COST_FACTOR = 2.0
 
 
@@ -238,6 +241,30 @@ def _gemm_backend(problem, method):
     return gemm
 
 
+def _weight_backend(problem, x, gy, method):
+    """The backend whose own ``weight_gradient`` should run, else None (the correlations).
+
+    A forced method uses its own where it has one; with 'auto', the backend
+    with a ``weight_gradient`` that is cheapest on the forward problem, if
+    within :data:`GEMM_COST_FACTOR` of the cheapest backend (im2col's GEMMs,
+    Winograd's transformed GEMMs), once its data check passes.
+    """
+    name = dispatch.resolve_method(method)
+    offering = [n for n, m in backends.REGISTRY.items()
+                if hasattr(m, "weight_gradient") and m.supports(problem) and (name in ("auto", n))]
+    if not offering:
+        return None
+    if name == "auto":
+        costs = dict(dispatch.choose(problem).candidates)
+        name = min(offering, key=lambda n: costs.get(n, math.inf))
+        if costs.get(name, math.inf) > GEMM_COST_FACTOR * min(costs.values()):
+            return None
+    module = backends.REGISTRY[name]
+    if hasattr(module, "inspect") and not module.supports(module.inspect(problem, x, gy)):
+        return None   # e.g. NaN/Inf, which Winograd would spread over whole tiles
+    return module
+
+
 # ---------------------------------------------------------------------------
 # g(G, V, s): the gradient for the kernel
 
@@ -262,10 +289,10 @@ def conv_weight(nd: int, op: str, input, weight_size, grad_output, stride, paddi
 
 def _weight_gradient(x, w_shape, gy, args: ConvArgs, dtype, method) -> np.ndarray:
     problem = _forward_problem(x.shape, w_shape, args, dtype)
-    gemm = _gemm_backend(problem, method)
-    if gemm is not None:
-        return gemm.weight_gradient(_validate.prepare(x, dtype), _validate.prepare(gy, dtype),
-                                    problem)
+    x, gy = _validate.prepare(x, dtype), _validate.prepare(gy, dtype)
+    backend = _weight_backend(problem, x, gy, method)
+    if backend is not None:
+        return backend.weight_gradient(x, gy, problem)
     crop, pads = [], []
     for size, k, l, (before, _), s, d in zip(x.shape[2:], w_shape[2:], gy.shape[2:], args.padding,
                                              args.stride, args.dilation):
