@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastconv import _config
-from fastconv.backends import _fft_layout, _fft_plans, fft, reference
+from fastconv.backends import _fft_layout, _fft_plans, _fft_tiles, fft, reference
 from fastconv.problem import make_problem
 
 TOL = {"float32": 2e-4, "complex64": 2e-4, "float64": 1e-10, "complex128": 1e-10}
@@ -42,6 +42,35 @@ def wisdom_file(tmp_path, monkeypatch):
 
 
 needs_pyfftw = pytest.mark.skipif(_fft_plans.pyfftw is None, reason="pyFFTW is not installed")
+
+
+@pytest.fixture
+def chunked(monkeypatch):
+    """One-plane real problems through the chunk pipeline (its workspaces), not the fused loop."""
+    monkeypatch.setattr(fft, "FUSED", False)
+
+
+@pytest.fixture(params=[True, False], ids=["fused", "chunked"])
+def fused(request, monkeypatch):
+    """Both ways of running one-plane real problems (fused: its plans at once, estimated)."""
+    monkeypatch.setattr(fft, "FUSED", request.param)
+    if request.param:
+        monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+        monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+    return request.param
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Count the tile ranges the fused loop runs."""
+    calls = []
+    run = _fft_tiles.run_fused
+
+    def counted(*args):
+        calls.append(args[-2:])
+        return run(*args)
+    monkeypatch.setattr(_fft_tiles, "run_fused", counted)
+    return calls
 
 
 @pytest.fixture
@@ -88,7 +117,7 @@ TILINGS = [
 @pytest.mark.parametrize("dtype", ["float64", "complex64"])
 @pytest.mark.parametrize("row", TILINGS, ids=lambda r: "x".join(map(str, r[0][2:])) if
                          isinstance(r, tuple) else None)
-def test_forced_tilings_match_reference(forced_tiles, row, dtype):
+def test_forced_tilings_match_reference(forced_tiles, row, dtype, fused):
     x_shape, w_shape, geometry, sizes, chunk = row
     problem, x, w = _case(x_shape, w_shape, dtype, **geometry)
     chosen = forced_tiles(problem, sizes, **chunk)
@@ -161,7 +190,7 @@ def test_empty_batch():
 
 # --- plans, pool, threads ------------------------------------------------------------------
 
-def test_plan_cache_reuses_workspaces():
+def test_plan_cache_reuses_workspaces(chunked):
     _fft_plans.clear()
     problem, x, w = _case((1, 1, 64, 64), (1, 1, 5, 5), padding=2)
     with _config.thread_budget(1):
@@ -205,7 +234,7 @@ def _one_call(shape=(1, 1, 60, 50), kernel=(1, 1, 5, 5)):
 
 
 @needs_pyfftw
-def test_wisdom_is_measured_saved_and_reused(wisdom_file):
+def test_wisdom_is_measured_saved_and_reused(wisdom_file, chunked):
     _fft_plans.clear(wisdom=True)
     stats = dict(_fft_plans.STATS)
     _one_call()
@@ -238,7 +267,7 @@ def test_corrupt_wisdom_file_is_ignored_then_replaced(wisdom_file, content):
 
 
 @needs_pyfftw
-def test_unwritable_wisdom_location_only_skips_saving(tmp_path, monkeypatch):
+def test_unwritable_wisdom_location_only_skips_saving(tmp_path, monkeypatch, chunked):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache directory should be")
     monkeypatch.setenv("FASTCONV_FFTW_WISDOM", str(blocker / "sub" / "wisdom.json"))
@@ -272,7 +301,7 @@ def test_default_wisdom_path_sits_next_to_the_profile(monkeypatch, tmp_path):
 
 @needs_pyfftw
 def test_prepare_measures_now_and_saving_merges_other_processes(wisdom_file, tmp_path,
-                                                                monkeypatch):
+                                                                monkeypatch, chunked):
     first = make_problem((1, 1, 70, 60), (1, 1, 5, 5), "float64", padding=2)
     second = make_problem((1, 1, 30, 40), (1, 1, 3, 3), "float64", padding=1)
     _fft_plans.clear(wisdom=True)
@@ -446,3 +475,187 @@ def test_smooth_tile_sizes_are_priced_by_plan_quality(monkeypatch):
     expected = _fft_plans.pyfftw is not None
     assert fft._layout(problem) == _fft_layout.layout(problem, _config.get_workspace_bytes(),
                                                       expected)
+
+
+# --- chunks, kernel spectra, the data check at scale --------------------------------------
+
+def test_whole_rows_of_small_2d_tiles_make_one_chunk():
+    problem = make_problem((1, 1, 2048, 2048), (1, 1, 17, 17), "float64", padding=8)
+    row = _fft_layout.tiling(problem, (128, 128))
+    assert row.chunk_tiles == row.axes[-1].count == 19
+    big = _fft_layout.tiling(problem, (512, 512))  # a row over CHUNK_ROW_BYTES: L2-sized chunks
+    assert big.chunk_tiles < big.axes[-1].count
+    signal = make_problem((1, 1, 10**6), (1, 1, 1025), "float64", padding=512)
+    one_d = _fft_layout.tiling(signal, (4096,))   # 1-d chunks keep the L2 budget
+    assert one_d.chunk_tiles * 4096 * 8 <= _fft_layout.CHUNK_BYTES
+
+
+def test_whole_row_chunks_with_two_workers_match_reference(forced_tiles):
+    problem, x, w = _case((2, 1, 90, 100), (1, 1, 9, 7), padding=((4, 4), (3, 3)))
+    chosen = forced_tiles(problem, (32, 32))
+    assert chosen.chunk_tiles == chosen.axes[-1].count > 1
+    with _config.thread_budget(2):
+        got = fft.correlate(x, w, problem)
+    _assert_close(got, reference.correlate(x, w, problem), "float64")
+
+
+def test_kernel_spectra_are_remembered_by_value():
+    problem, x, w = _case((1, 2, 40, 30), (3, 2, 5, 4), padding=2)
+    fft.correlate(x, w, problem)
+    reused = _fft_plans.STATS["spectra_reused"]
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+    assert _fft_plans.STATS["spectra_reused"] == reused + 1
+    w[1, 0, 2, 3] += 1.0  # changed in place: a new spectrum, not the remembered one
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+    assert _fft_plans.STATS["spectra_reused"] == reused + 1
+    spec = _fft_plans.kernel_spectrum(w, (1, 1), (16, 16), "float64", 1)
+    assert not spec.flags.writeable
+
+
+def test_kernel_spectrum_error_reaches_the_caller(monkeypatch, forced_tiles):
+    problem, x, w = _case((1, 1, 200, 100), (1, 1, 5, 5), padding=2)
+    forced_tiles(problem, (32, 32), chunk_tiles=1)
+
+    def broken(*args):
+        raise MemoryError("no room for the spectrum")
+    monkeypatch.setattr(_fft_plans, "kernel_spectrum", broken)
+    with _config.thread_budget(2), pytest.raises(MemoryError, match="no room"):
+        fft.correlate(x, w, problem)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128"])
+def test_nonfinite_check_of_large_arrays(dtype):
+    n = 3 * fft._PROBE_MIN + 5  # several pieces, the last one longer
+    a = _data(np.random.default_rng(0), (n,), dtype)
+    with _config.thread_budget(2):
+        assert not fft._has_nonfinite(a)
+        for where in (0, fft._PROBE_MIN - 1, fft._PROBE_MIN, n - 1):
+            for value in (np.nan, np.inf, -np.inf):
+                b = a.copy()
+                b[where] = value
+                assert fft._has_nonfinite(b)
+                assert fft._has_nonfinite(b.reshape(1, -1))
+        huge = np.full(n, np.finfo(a.real.dtype).max, dtype)  # finite: its sum overflows
+        assert not fft._has_nonfinite(huge)
+
+
+def test_measured_3d_plans_are_priced_by_their_leading_axes():
+    penalty = _fft_layout._shape_penalty
+    slow = penalty((80, 80, 80), True)
+    assert slow == penalty((80, 80, 64), True) == _fft_layout._size_penalty(80, 3, True)
+    assert 1.0 < penalty((64, 80, 144), True) < slow
+    assert penalty((64, 64, 144), True) == penalty((64, 64, 64), True) == 1.0
+    assert penalty((64, 64, 135), True) > slow  # off the menu: the last axis pays as before
+    assert penalty((64, 80, 144), False) == max(_fft_layout._size_penalty(n, 3)
+                                                for n in (64, 80, 144))
+    assert penalty((80, 80), True) == _fft_layout._size_penalty(80, 2, True)
+
+
+def test_one_tile_options_include_the_next_menu_size():
+    assert [_fft_layout._menu_ceil(n) for n in (64, 65, 100, 135, 142, 2056)] == \
+        [64, 72, 128, 144, 144, 2304]
+    _, options = _fft_layout._axis_options(128, 15, (7, 7), 1, 1 << 22)
+    assert (144, 128, 1) in options
+
+
+# --- the fused tile loop ------------------------------------------------------------------
+
+FUSABLE = [
+    # x_shape, w_shape, geometry: one plane in and out, real, stride 1
+    ((1, 1, 300, 257), (1, 1, 17, 17), dict(padding=8)),
+    ((2, 1, 90, 100), (1, 1, 9, 7), dict(padding=((4, 4), (3, 3)))),
+    ((1, 1, 70, 61), (1, 1, 6, 5), dict(padding=((0, 9), (7, 1)), dilation=(2, 3))),
+    ((1, 1, 50, 60), (1, 1, 3, 4), dict()),                        # 'valid'
+    ((1, 1, 40, 45), (1, 1, 11, 9), dict(padding=((10, 10), (8, 8)))),  # 'full'
+    ((1, 1, 40, 33, 29), (1, 1, 5, 4, 3), dict(padding=((2, 2), (1, 2), (0, 0)))),
+    ((2, 1, 30, 26, 41), (1, 1, 7, 3, 5), dict(padding=3, dilation=(1, 2, 1))),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("row", FUSABLE, ids=lambda r: "x".join(map(str, r[0][2:])) + "k"
+                         + "x".join(map(str, r[1][2:])) if isinstance(r, tuple) else None)
+def test_fused_loop_matches_reference(monkeypatch, fused_calls, row, dtype):
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+    x_shape, w_shape, geometry = row
+    problem, x, w = _case(x_shape, w_shape, dtype, **geometry)
+    if _fft_plans.tile_plans(fft._layout(problem).shape, dtype) is None:
+        pytest.skip("FFTW's functions are not reachable through ctypes here")
+    want = reference.correlate(x, w, problem)
+    for threads in (1, 2):
+        with _config.thread_budget(threads):
+            out = np.full(problem.out_shape, np.nan, dtype)  # every output written
+            _assert_close(fft.correlate(x, w, problem, out=out), want, dtype)
+    assert len(fused_calls) >= 2
+
+
+def test_fused_loop_waits_for_measured_plans(wisdom_file, fused_calls):
+    _fft_plans.clear(wisdom=True)
+    problem, x, w = _case((1, 1, 120, 100), (1, 1, 9, 9), padding=4)
+    shape = fft._layout(problem).shape
+    want = reference.correlate(x, w, problem)
+    _assert_close(fft.correlate(x, w, problem), want, "float64")
+    if _fft_plans.pyfftw is None or _fft_plans._library("float64") is None:
+        assert not fused_calls
+        return
+    # no measured one-tile plan in the wisdom yet: the workspaces ran, the plan was queued
+    assert not fused_calls and _fft_plans.tile_plans(shape, "float64") is None
+    assert _fft_plans.wait_for_planners(timeout=60)
+    assert _fft_plans.tile_plans(shape, "float64") is not None
+    _assert_close(fft.correlate(x, w, problem), want, "float64")
+    assert fused_calls
+    assert len(json.loads(wisdom_file.read_text())["fftw"]) == 3
+
+
+def test_without_fftw_functions_the_chunks_run(monkeypatch, fused_calls):
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+    monkeypatch.setattr(_fft_plans, "_library", lambda dtype: None)
+    _fft_plans.clear()
+    problem, x, w = _case((1, 1, 90, 80), (1, 1, 7, 7), padding=3)
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+    assert not fused_calls
+    assert not _fft_plans._loaded_libraries() or _fft_plans.engine() == "pyfftw"
+
+
+def test_strided_out_and_channels_take_the_chunks(monkeypatch, fused_calls):
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+    problem, x, w = _case((1, 1, 60, 50), (1, 1, 5, 5), padding=2)
+    big = np.zeros(problem.out_shape[:-1] + (100,))
+    fft.correlate(x, w, problem, out=big[..., ::2])
+    _assert_close(big[..., ::2], reference.correlate(x, w, problem), "float64")
+    problem, x, w = _case((1, 2, 60, 50), (1, 2, 5, 5), padding=2)
+    _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
+    assert not fused_calls
+
+
+def test_fused_loop_from_many_python_threads(monkeypatch):
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+    jobs = []
+    for i in range(8):
+        problem, x, w = _case((1, 1, 80 + i, 90), (1, 1, 7, 5), seed=i, padding=3)
+        jobs.append((problem, x, w, reference.correlate(x, w, problem)))
+    results, errors = [None] * len(jobs), []
+    barrier = threading.Barrier(len(jobs))
+
+    def run(i):
+        problem, x, w, _ = jobs[i]
+        try:
+            barrier.wait()
+            with _config.thread_budget(1 + i % 2):
+                for _ in range(3):
+                    results[i] = fft.correlate(x, w, problem)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for (problem, x, w, want), got in zip(jobs, results):
+        _assert_close(got, want, "float64")

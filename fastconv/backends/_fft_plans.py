@@ -27,12 +27,20 @@ without persistence, ``=0`` never measures (wisdom is still imported).
 
 Without pyFFTW (or with the module attribute ``pyfftw`` set to None) the
 same workspaces call scipy.fft, whose own plan cache is thread-safe.
+
+:func:`tile_plans` makes single-tile plans through FFTW's C interface (the
+library pyFFTW loaded, found with ctypes) for the fused tile loop of
+:mod:`fastconv.backends._fft_tiles`; where plans are measured it takes them
+from the wisdom only, and queues their measurement as a one-tile workspace.
+:func:`kernel_spectrum` remembers the spectra of small kernels by value.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict, deque
@@ -63,10 +71,16 @@ WISDOM_FORMAT = 1
 POOL_PER_KEY = 4
 POOL_KEYS = 16
 POOL_BYTES = 128 << 20
+#: kernels of up to this many bytes have their spectra remembered, keyed by their values
+SPECTRUM_KERNEL_BYTES = 1 << 20
+#: bytes of remembered kernel spectra in all (least recently used forgotten first)
+SPECTRUM_BYTES = 64 << 20
 
 _PLAN_LOCK = threading.RLock()      # reentrant: acquire() holds it while it plans
 _BUSY = threading.Event()            # set while the background planner measures
 _POOL_LOCK = threading.Lock()
+_SPECTRA: OrderedDict = OrderedDict()  # kernel values and tile shape -> read-only spectrum
+_SPECTRA_LOCK = threading.Lock()
 _POOL: OrderedDict = OrderedDict()   # key -> [Workspace], least recently used first
 _USES: dict = {}
 _MEASURED: set = set()               # keys whose FFTW_MEASURE plans are in the wisdom
@@ -77,7 +91,8 @@ _QUEUE: deque = deque()              # keys waiting for the background planner, 
 _WAKE = threading.Condition()
 _PLANNER = None                      # the background planner thread
 #: counters for tests and diagnostics: workspaces created / reused, plans measured
-STATS = {"created": 0, "reused": 0, "measured": 0, "from_wisdom": 0, "saved": 0}
+STATS = {"created": 0, "reused": 0, "measured": 0, "from_wisdom": 0, "saved": 0,
+         "spectra_reused": 0}
 
 
 def engine() -> str:
@@ -391,6 +406,170 @@ def clear(wisdom=False) -> None:
         _IMPORTED.clear()
     with _WAKE:
         _REQUESTED.clear()
+    with _SPECTRA_LOCK:
+        _SPECTRA.clear()
+    with _TILE_LOCK:
+        _TILE_PLANS.clear()
+
+
+# --- single-tile plans for compiled loops -----------------------------------------------------
+#
+# The fused tile loop (_fft_tiles.fused_loop) gathers, transforms, multiplies and scatters one
+# tile at a time inside one compiled call, so the tile stays in L2 and no worker waits for the
+# GIL between the steps.  It calls FFTW's C functions itself: the library pyFFTW loaded (same
+# planner, same wisdom), found through ctypes; plans are made under the plan lock like
+# pyFFTW's, for one thread, and executed on each worker's own buffers (FFTW's new-array
+# execute functions are thread-safe).
+
+_FFTW_MEASURE, _FFTW_DESTROY_INPUT, _FFTW_ESTIMATE, _FFTW_WISDOM_ONLY = 0, 1, 1 << 6, 1 << 21
+_TILE_LOCK = threading.Lock()
+_TILE_PLANS: dict = {}          # (shape, dtype, measured) -> TilePlans
+_LIBRARIES: dict = {}           # dtype char -> _Fftw or None
+
+
+class _Fftw:
+    """FFTW's C functions of one precision (prefix 'fftw' or 'fftwf')."""
+
+    def __init__(self, lib, threads_lib, prefix):
+        size, cint = ctypes.c_size_t, ctypes.c_int
+        dims = ctypes.POINTER(cint)
+        plan_args = [cint, dims, cint, size, dims, cint, cint, size, dims, cint, cint,
+                     ctypes.c_uint]
+        self.plan_r2c = getattr(lib, prefix + "_plan_many_dft_r2c")
+        self.plan_c2r = getattr(lib, prefix + "_plan_many_dft_c2r")
+        for planner in (self.plan_r2c, self.plan_c2r):
+            planner.argtypes, planner.restype = plan_args, size
+        # pointers pass as size_t: numba calls these with integer addresses
+        self.execute_r2c = getattr(lib, prefix + "_execute_dft_r2c")
+        self.execute_c2r = getattr(lib, prefix + "_execute_dft_c2r")
+        for execute in (self.execute_r2c, self.execute_c2r):
+            execute.argtypes, execute.restype = [size, size, size], None
+        self.destroy = getattr(lib, prefix + "_destroy_plan")
+        self.destroy.argtypes, self.destroy.restype = [size], None
+        self.plan_with_nthreads = getattr(threads_lib, prefix + "_plan_with_nthreads")
+        self.plan_with_nthreads.argtypes, self.plan_with_nthreads.restype = [cint], None
+
+
+def _loaded_libraries() -> dict:
+    """{(precision, threading): path} of the FFTW libraries in this process (Linux)."""
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        fields = line.split(None, 5)
+        path = fields[5] if len(fields) == 6 else ""
+        match = re.match(r"libfftw3([fl]?)(_omp|_threads)?[-.]", os.path.basename(path))
+        if match:
+            found.setdefault((match.group(1), match.group(2) or ""), path)
+    return found
+
+
+def _library(dtype):
+    """The FFTW functions for real ``dtype`` data, or None where they cannot be found."""
+    char = "f" if np.dtype(dtype) == np.float32 else ""
+    if char not in _LIBRARIES:
+        lib = None
+        try:
+            paths = _loaded_libraries()
+            threaded = paths.get((char, "_omp")) or paths.get((char, "_threads"))
+            if (char, "") in paths and threaded:
+                lib = _Fftw(ctypes.CDLL(paths[(char, "")]), ctypes.CDLL(threaded),
+                            "fftw" + char)
+        except (OSError, AttributeError):
+            lib = None
+        _LIBRARIES[char] = lib
+    return _LIBRARIES[char]
+
+
+class TilePlans:
+    """Forward and inverse plans of one real tile shape, and idle buffers to run them on."""
+
+    def __init__(self, lib, shape, dtype, forward, inverse):
+        self.lib, self.shape, self.dtype = lib, shape, np.dtype(dtype)
+        self.forward, self.inverse = forward, inverse
+        #: addresses of FFTW's new-array r2c and c2r execute functions, and the plans
+        self.functions = np.array([ctypes.cast(f, ctypes.c_void_p).value
+                                   for f in (lib.execute_r2c, lib.execute_c2r)], np.intp)
+        self.handles = np.array([forward, inverse], np.intp)
+        self._idle = []
+        self._lock = threading.Lock()
+
+    def buffers(self):
+        """(tile, spectrum, result) buffers for one worker; give them back with :meth:`keep`."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _tile_buffers(self.shape, self.dtype)
+
+    def keep(self, buffers) -> None:
+        with self._lock:
+            if len(self._idle) < POOL_PER_KEY:
+                self._idle.append(buffers)
+
+
+def _tile_buffers(shape, dtype):
+    half = shape[:-1] + (shape[-1] // 2 + 1,)
+    return (_empty(shape, dtype), _empty(half, spectrum_dtype(dtype)).reshape(-1),
+            _empty(shape, dtype))
+
+
+def tile_plans(shape, dtype):
+    """Single-tile plans of real ``dtype`` tiles of ``shape`` for compiled loops, or None.
+
+    None without pyFFTW or its library's functions, while a background
+    measurement holds the planner, and, where plans are measured, until the
+    wisdom holds this shape: then the measurement is queued (as a one-tile
+    workspace, the same transform) and the caller uses the workspaces meanwhile.
+    """
+    if engine() != "pyfftw" or np.dtype(dtype) not in (np.float32, np.float64):
+        return None
+    path = wisdom_path()
+    measured = pyfftw is not None and _measuring(path)
+    key = (tuple(shape), np.dtype(dtype).str, measured)
+    plans = _TILE_PLANS.get(key)
+    if plans is not None:
+        return plans
+    lib = _library(dtype)
+    if lib is None or not _plan_lock_or_measuring():
+        return None
+    try:
+        if path is not None and path not in _IMPORTED:
+            _import_file(path)
+            _IMPORTED.add(path)
+        flags = _FFTW_MEASURE | _FFTW_WISDOM_ONLY if measured else _FFTW_ESTIMATE
+        plans = _plan_tile(lib, tuple(shape), dtype, flags)
+    finally:
+        _PLAN_LOCK.release()
+    if plans is None:
+        if math.prod(shape) <= MEASURE_MAX_POINTS:
+            units = (1, 1)
+            _enqueue((_key(units, 1, 1, tuple(shape), dtype, True, 1), units, 1, 1,
+                      tuple(shape), dtype, True, 1))
+        return None
+    with _TILE_LOCK:
+        return _TILE_PLANS.setdefault(key, plans)
+
+
+def _plan_tile(lib, shape, dtype, flags):
+    """TilePlans made with ``flags`` (caller holds the plan lock), or None (not in the wisdom)."""
+    tile, spectrum, result = _tile_buffers(shape, dtype)
+    dims = (ctypes.c_int * len(shape))(*shape)
+    lib.plan_with_nthreads(1)
+    forward = lib.plan_r2c(len(shape), dims, 1, tile.ctypes.data, None, 1, 0,
+                           spectrum.ctypes.data, None, 1, 0, flags)
+    if not forward:
+        return None
+    inverse = lib.plan_c2r(len(shape), dims, 1, spectrum.ctypes.data, None, 1, 0,
+                           result.ctypes.data, None, 1, 0, flags | _FFTW_DESTROY_INPUT)
+    if not inverse:
+        lib.destroy(forward)
+        return None
+    plans = TilePlans(lib, shape, dtype, forward, inverse)
+    plans.keep((tile, spectrum, result))
+    return plans
 
 
 # --- persisted wisdom -------------------------------------------------------------------------
@@ -472,33 +651,47 @@ def save_wisdom(path=None) -> bool:
     return True
 
 
-def _wrap_along(a, axis, size):
-    """Place ``a`` circularly reversed along ``axis`` in ``size`` zeros.
-
-    ``out[(-m) % size] = a[m]``: the transform of this is the kernel's
-    spectrum at negated frequencies, which turns a circular convolution into
-    the correlation we want, for real and complex kernels alike.
-    """
-    k = a.shape[axis]
-    shape = list(a.shape)
-    shape[axis] = size
-    out = np.zeros(shape, a.dtype)
-    dst = np.moveaxis(out, axis, 0)
-    src = np.moveaxis(a, axis, 0)
-    dst[0] = src[0]
-    if k > 1:
-        dst[size - k + 1:] = src[:0:-1]
-    return out
-
-
 def kernel_spectrum(w, dilation, shape, dtype, threads):
     """Spectrum of the (dilated) kernel at tile ``shape``, scaled by 1 / points.
 
     Pruned: each axis is transformed only over the lines where the kernel
     is non-zero so far, so a small kernel in a big transform costs a fraction
     of a full transform.  Computed in double precision, returned as
-    ``spectrum_dtype(dtype)`` of shape ``(O, Cg, *spectrum)``.
+    ``spectrum_dtype(dtype)`` of shape ``(O, Cg, *spectrum)``, read-only:
+    the spectra of small kernels are remembered, keyed by the kernel's
+    values (the same filter applied to image after image, a network's
+    weights between two updates), up to ``SPECTRUM_BYTES`` in all.
+
+    Examples
+    --------
+    >>> w = np.ones((1, 1, 3))
+    >>> spec = kernel_spectrum(w, (1,), (8,), "float64", 1)
+    >>> spec.shape, bool(np.isclose(spec[0, 0, 0], 3 / 8))
+    ((1, 1, 5), True)
     """
+    key = None
+    if w.nbytes <= SPECTRUM_KERNEL_BYTES:
+        key = (w.shape, w.dtype.str, tuple(dilation), tuple(shape), np.dtype(dtype).str,
+               w.tobytes())
+        with _SPECTRA_LOCK:
+            spec = _SPECTRA.get(key)
+            if spec is not None:
+                _SPECTRA.move_to_end(key)
+                STATS["spectra_reused"] += 1
+                return spec
+    spec = _transform_kernel(w, dilation, shape, dtype, threads)
+    spec.flags.writeable = False
+    if key is not None and spec.nbytes <= SPECTRUM_BYTES // 4:
+        with _SPECTRA_LOCK:
+            _SPECTRA[key] = spec
+            total = sum(s.nbytes for s in _SPECTRA.values())
+            while total > SPECTRUM_BYTES:
+                _, dropped = _SPECTRA.popitem(last=False)
+                total -= dropped.nbytes
+    return spec
+
+
+def _transform_kernel(w, dilation, shape, dtype, threads):
     real = np.dtype(dtype).kind != "c"
     acc = np.float64 if real else np.complex128
     kernel = tuple((k - 1) * d + 1 for k, d in zip(w.shape[2:], dilation))
@@ -506,12 +699,16 @@ def kernel_spectrum(w, dilation, shape, dtype, threads):
     # the 1 / points of the inverse transforms, applied while the kernel is small
     np.multiply(w, 1.0 / math.prod(shape),
                 out=spread[(Ellipsis,) + tuple(slice(None, None, d) for d in dilation)])
-    last = _wrap_along(spread, -1, shape[-1])
+    # The kernel placed circularly reversed in its tile (out[(-m) % n] = a[m]) has the
+    # spectrum sum_m a[m] e^(+2 pi i f m / n): an unscaled inverse transform of the kernel
+    # zero-padded at the end (the conjugate of its forward one, for real data), so the
+    # reversed, padded copies need not be built.
     if real:
-        spec = scipy_fft.rfft(last, axis=-1, workers=threads)
+        spec = np.conj(scipy_fft.rfft(spread, n=shape[-1], axis=-1, workers=threads))
     else:
-        spec = scipy_fft.fft(last, axis=-1, workers=threads, overwrite_x=True)
+        spec = scipy_fft.ifft(spread, n=shape[-1], axis=-1, workers=threads, norm="forward",
+                              overwrite_x=True)
     for axis in range(len(shape) - 2, -1, -1):
-        spec = scipy_fft.fft(_wrap_along(spec, axis + 2, shape[axis]), axis=axis + 2,
-                             workers=threads, overwrite_x=True)
+        spec = scipy_fft.ifft(spec, n=shape[axis], axis=axis + 2, workers=threads,
+                              norm="forward", overwrite_x=True)
     return spec.astype(spectrum_dtype(dtype), copy=False)

@@ -9,10 +9,18 @@ the zero padding along the last axis are copied one by one.
 Chunks are ``(first batch item, end, leading tile indices, first tile, end
 tile)``: a run of tiles along the last axis for a block of batch items.
 Buffers are laid out ``(batch, tile, channel, *tile_shape)``.
+
+:func:`run_fused` is the other way, for one real plane in and out at stride
+1: a compiled loop that takes the tiles one at a time through gather,
+FFTW's forward transform, the product with the kernel spectrum, the inverse
+transform and the copy of the valid outputs, with no Python in between.
 """
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 from numpy.lib.stride_tricks import as_strided
 
 
@@ -117,3 +125,85 @@ class Tiles:
             self.out[(slice(b0, b1), slice(None)) + dst + (slice(start, start + count),)] = \
                 ybuf[(slice(0, nb), t - t0, slice(None)) + src
                      + (slice(0, count * a.stride, a.stride),)]
+
+
+# --- the fused tile loop ------------------------------------------------------------------
+
+@intrinsic
+def _call_fftw(typingctx, function, plan, source, target):
+    """Call the C function at address ``function`` as ``void f(plan, source, target)``.
+
+    The addresses come in as arguments, so the loop below caches like any other
+    compiled function (a ctypes function object would pin this process's address).
+    """
+    signature = types.void(types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        word = ir.IntType(64)
+        c_type = ir.FunctionType(ir.VoidType(), [word, word, word])
+        pointer = builder.inttoptr(args[0], c_type.as_pointer())
+        builder.call(pointer, list(args[1:]))
+        return context.get_dummy_value()
+    return signature, codegen
+
+
+@njit(cache=True, nogil=True)
+def _fused(x, out, wspec, tile, spec, result, functions, plans, geometry, first, end):
+    """Tiles ``first`` to ``end`` (flat index over batch and tile grid), one at a time.
+
+    ``x`` (batch, n0, n1, n2) and ``out`` (batch, m0, m1, m2) have three spatial
+    axes (2-d problems a leading 1); ``geometry[a]`` is (tile size, step, tiles,
+    offset) of axis ``a``; stride 1.  Each tile is gathered with its zero padding,
+    transformed (``functions[0]`` with ``plans[0]``: FFTW's new-array r2c),
+    multiplied by ``wspec``, transformed back (``functions[1]``, ``plans[1]``), and its
+    valid first ``step`` outputs per axis written to ``out``.
+    """
+    b0, b1, b2 = tile.shape
+    n0, n1, n2 = x.shape[1], x.shape[2], x.shape[3]
+    m0, m1, m2 = out.shape[1], out.shape[2], out.shape[3]
+    for flat in range(first, end):
+        i2 = flat % geometry[2, 2]
+        rest = flat // geometry[2, 2]
+        i1 = rest % geometry[1, 2]
+        rest //= geometry[1, 2]
+        i0 = rest % geometry[0, 2]
+        b = rest // geometry[0, 2]
+        s0 = i0 * geometry[0, 1] - geometry[0, 3]
+        s1 = i1 * geometry[1, 1] - geometry[1, 3]
+        s2 = i2 * geometry[2, 1] - geometry[2, 3]
+        lo, hi = max(s2, 0), min(s2 + b2, n2)
+        for a0 in range(b0):
+            r0 = s0 + a0
+            for a1 in range(b1):
+                r1 = s1 + a1
+                if r0 < 0 or r0 >= n0 or r1 < 0 or r1 >= n1 or hi <= lo:
+                    tile[a0, a1, :] = 0
+                    continue
+                tile[a0, a1, :lo - s2] = 0
+                tile[a0, a1, lo - s2:hi - s2] = x[b, r0, r1, lo:hi]
+                tile[a0, a1, hi - s2:] = 0
+        _call_fftw(functions[0], plans[0], tile.ctypes.data, spec.ctypes.data)
+        for f in range(spec.size):
+            spec[f] *= wspec[f]
+        _call_fftw(functions[1], plans[1], spec.ctypes.data, result.ctypes.data)
+        o0, o1, o2 = i0 * geometry[0, 1], i1 * geometry[1, 1], i2 * geometry[2, 1]
+        e0 = min(geometry[0, 1], m0 - o0)
+        e1 = min(geometry[1, 1], m1 - o1)
+        e2 = min(geometry[2, 1], m2 - o2)
+        for a0 in range(e0):
+            for a1 in range(e1):
+                out[b, o0 + a0, o1 + a1, o2:o2 + e2] = result[a0, a1, :e2]
+
+
+def run_fused(plans, x, out, wspec, geometry, first, end):
+    """Run the fused loop over tiles ``first`` to ``end`` on a borrowed set of buffers.
+
+    ``plans`` is a :class:`fastconv.backends._fft_plans.TilePlans`.
+    """
+    tile, spec, result = buffers = plans.buffers()
+    try:
+        shape3 = (1,) * (3 - tile.ndim) + tile.shape
+        _fused(x, out, wspec, tile.reshape(shape3), spec, result.reshape(shape3),
+               plans.functions, plans.handles, geometry, first, end)
+    finally:
+        plans.keep(buffers)
