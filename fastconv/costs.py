@@ -98,17 +98,15 @@ FEATURES = {
 }
 
 #: seconds per feature unit, fitted by ``fastconv.calibrate(quick=False)`` on a 2-core
-#: x86-64 machine (AVX-512, OpenBLAS 0.3.30) on 2026-11-26 (FFTW plans measured); separable
-#: is priced as its direct passes; winograd was fitted on its 24 problems of the full grid
-#: with the GEMM rate held at 4e-11 s per weighted multiply-add (one BLAS thread's rate
-#: on its GEMMs), as a free fit traded it for the other terms; the reference and cuda
-#: rows are guesses
+#: x86-64 machine (AVX-512, OpenBLAS 0.3.30) on 2026-11-26 (FFTW plans measured; 62
+#: problems, 98% within 1.2x of the fastest backend, worst 1.37x); separable is priced as
+#: its direct passes; the reference and cuda rows are guesses
 DEFAULT_COEFFICIENTS = {
-    "direct": (1.623e-05, 3.131e-11, 2.343e-11, 9.965e-11, 1.002e-08),
-    "im2col": (0.0, 5.222e-11, 4.079e-10, 9.23e-06, 1.439e-09),
-    "fft": (7.985e-05, 1.494, 0.3555, 1.138, 0.0006476),
+    "direct": (9.525e-06, 2.822e-11, 2.107e-11, 9.557e-11, 9.027e-09),
+    "im2col": (0.0, 3.6e-11, 3.612e-10, 2.843e-06, 1.282e-09),
+    "fft": (4.827e-05, 0.5064, 0.3404, 1.692, 0.0002043),
     "separable": (2e-5, 1.0),
-    "winograd": (2.277e-4, 4e-11, 1.087e-9, 0.0, 2.223e-6),
+    "winograd": (2.112e-4, 3.74e-11, 9.979e-10, 0.0, 3.776e-06),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),
 }
