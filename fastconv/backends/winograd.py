@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 
@@ -152,7 +152,6 @@ def _solve(rows, rhs):
     """The solution of the consistent, full-column-rank system ``rows @ x = rhs``, exactly."""
     n = len(rows[0])
     aug = [list(row) + [b] for row, b in zip(rows, rhs)]
-    pivots = []
     r = 0
     for col in range(n):
         pivot = next((i for i in range(r, len(aug)) if aug[i][col] != 0), None)
@@ -164,7 +163,6 @@ def _solve(rows, rhs):
             if i != r and aug[i][col] != 0:
                 f = aug[i][col]
                 aug[i] = [v - f * w for v, w in zip(aug[i], aug[r])]
-        pivots.append(col)
         r += 1
     if any(aug[i][n] != 0 for i in range(r, len(aug))):
         raise ArithmeticError("the transform's system has no solution")
@@ -179,6 +177,7 @@ class Plan:
 
     transforms: tuple     # (Transform, Transform)
     tiles: tuple          # tiles per axis
+    blocks: int           # batch blocks
     images: int           # images per batch block (nb)
     positions: int        # tile positions per unit
     units: int
@@ -187,11 +186,6 @@ class Plan:
     @property
     def points(self) -> int:
         return self.transforms[0].a * self.transforms[1].a
-
-    @property
-    def blocks(self) -> int:
-        """Batch blocks."""
-        return self.units // -(-self.tiles[0] * self.tiles[1] // self.positions)
 
 
 def _as_2d(shape):
@@ -233,8 +227,7 @@ def _plan(problem, threads, workspace):
         workers -= 1
     if (weights + blocked + workers * per_worker) * problem.dtype.itemsize > workspace:
         return None
-    return Plan(chosen.transforms, chosen.tiles, chosen.images, chosen.positions, chosen.units,
-                workers)
+    return replace(chosen, workers=workers)
 
 
 def _layout(problem, transforms, threads) -> Plan:
@@ -252,7 +245,7 @@ def _layout(problem, transforms, threads) -> Plan:
     if blocks < threads:   # cut the positions finer so that every worker gets a unit
         positions = min(positions, -(-positions_total * blocks // threads))
     units = blocks * -(-positions_total // positions)
-    return Plan(transforms, tiles, images, positions, units, min(threads, units))
+    return Plan(transforms, tiles, blocks, images, positions, units, min(threads, units))
 
 
 def work(problem, p: Plan | None = None) -> dict:
@@ -334,11 +327,10 @@ def _blocked(a, shape, dtype, p: Plan, threads):
     nchw = _nchw(shape)
     if p.images == 1:
         return a.reshape(nchw + (1,))
-    blocks = -(-shape[0] // p.images)
-    ab = _outputs.empty((blocks, nchw[1], nchw[2] * nchw[3], p.images), dtype)
+    ab = _outputs.empty((p.blocks, nchw[1], nchw[2] * nchw[3], p.images), dtype)
     _workers.run(_winograd.to_blocked, (a.reshape(nchw[0], nchw[1], -1), ab,
                                         np.zeros(1, np.intp)), min(p.workers, threads), threads)
-    return ab.reshape((blocks,) + nchw[1:] + (p.images,))
+    return ab.reshape((p.blocks,) + nchw[1:] + (p.images,))
 
 
 def _forward_worker(xb, u, out4, bt_h, bt_w, at_h, at_w, tiles, pad, positions, counter, bias):
