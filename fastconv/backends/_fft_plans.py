@@ -406,10 +406,20 @@ def clear(wisdom=False) -> None:
         _IMPORTED.clear()
     with _WAKE:
         _REQUESTED.clear()
-    with _SPECTRA_LOCK:
-        _SPECTRA.clear()
+    forget_spectra()
     with _TILE_LOCK:
         _TILE_PLANS.clear()
+
+
+def forget_spectra() -> None:
+    """Forget the remembered kernel spectra (benchmarks time each call from scratch).
+
+    Examples
+    --------
+    >>> forget_spectra()
+    """
+    with _SPECTRA_LOCK:
+        _SPECTRA.clear()
 
 
 # --- single-tile plans for compiled loops -----------------------------------------------------
