@@ -74,7 +74,7 @@ PRESETS = {
         "quick", budget=0.03, cap=0.1, backends=("direct", "fft", "separable"),
         # fits start where the multiply-adds dominate the per-call and per-row costs
         sweeps=(Sweep(1, 32768, (3, 5, 9, 17, 33, 65, 129, 257, 513, 1025), 17),
-                Sweep(2, 192, (3, 5, 7, 9, 11, 15, 21, 31, 45), 7),
+                Sweep(2, 384, (3, 5, 7, 9, 11, 15, 21, 31, 45), 15),
                 Sweep(3, 32, (3, 5, 7, 9, 11, 13), 7)),
         separable=Sweep(2, 512, (5, 9, 17, 33, 65, 129), 17),
         fft_fixed=((1, 1 << 16, (3, 17, 65, 257, 1025, 4097)),
