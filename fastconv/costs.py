@@ -99,14 +99,14 @@ FEATURES = {
 
 #: seconds per feature unit, fitted by ``fastconv.calibrate(quick=False)`` on a 2-core
 #: x86-64 machine (AVX-512, OpenBLAS 0.3.30) on 2026-11-26 (FFTW plans measured; 62
-#: problems, 98% within 1.2x of the fastest backend, worst 1.37x); separable is priced as
+#: problems, 98% within 1.2x of the fastest backend, worst 1.42x); separable is priced as
 #: its direct passes; the reference and cuda rows are guesses
 DEFAULT_COEFFICIENTS = {
-    "direct": (9.525e-06, 2.822e-11, 2.107e-11, 9.557e-11, 9.027e-09),
-    "im2col": (0.0, 3.6e-11, 3.612e-10, 2.843e-06, 1.282e-09),
-    "fft": (4.827e-05, 0.5064, 0.3404, 1.692, 0.0002043),
+    "direct": (2.055e-05, 3.527e-11, 2.403e-11, 8.531e-11, 9.621e-09),
+    "im2col": (0.0, 3.559e-11, 3.803e-10, 1.714e-05, 1.62e-09),
+    "fft": (1.587e-04, 0.4429, 0.3286, 1.905, 0.0001143),
     "separable": (2e-5, 1.0),
-    "winograd": (2.112e-4, 3.74e-11, 9.979e-10, 0.0, 3.776e-06),
+    "winograd": (2.941e-4, 4.737e-11, 6.765e-10, 0.0, 5.33e-06),
     "reference": (1e-4, 5e-9, 3e-9),
     "cuda": (2e-4, 1e-12, 1e-10),
 }

@@ -174,12 +174,24 @@ def transform_ns(points: int, shape: tuple, real: bool, single: bool,
     bits = math.log2(max(points, 2))
     if len(shape) == 1:
         ns = 0.2 * bits + 1.2 * max(0.0, bits - 13)
+    elif measured and len(shape) == 2:
+        # measured 2-d plans (FFTW 3.3, one thread, both directions) cost by their number of
+        # rows, the strided column transforms, more than by their points: 3.2-3.5 ns a point
+        # for 64 and 128 rows whatever the row length up to 512, 4.2-4.3 for 256 rows, and
+        # more once a tile outgrows 2**16 points (256 x 512: 5.4, 512 x 512: 6.2)
+        ns = 3.3 + 0.9 * max(0.0, math.log2(shape[0]) - 7) + 0.5 * max(0.0, bits - 16)
+        return _finish(ns * _shape_penalty(shape, measured), real, single)
     else:
         ns = max(1.0, 0.45 * bits - 2.0)
     ns *= _shape_penalty(shape, measured)
     # spilling out of L2: measured 3-d plans suffer far less (128**3: 0.3 ns more per point and
     # doubling than 64**3; 64 x 80 x 144, 2**19.5 points, none) than the fit of the others
     ns += (0.45 if measured and len(shape) == 3 else 1.2) * max(0.0, bits - 19)
+    return _finish(ns, real, single)
+
+
+def _finish(ns, real, single):
+    """Real-data ``ns`` for complex or single-precision transforms."""
     if not real:
         ns *= 2.0
     if single:
