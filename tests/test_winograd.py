@@ -1,4 +1,6 @@
 """The Winograd backend: its transforms, forward pass and weight gradient against the reference."""
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -105,6 +107,26 @@ def test_weight_gradient_matches_reference(x_shape, w_shape, padding, groups, dt
                        groups=groups, method="reference")
     assert got.shape == w_shape and got.dtype == np.dtype(dtype)
     _close(got, want, dtype)
+
+
+def test_many_python_threads_at_once_get_correct_results():
+    # the calls share the worker pool and the pooled scratch blocks
+    jobs = [_case((9 + i, 3, 11 + i, 10), (4, 3, 3 + 2 * (i % 2), 3), "float64", 1, seed=i)
+            for i in range(6)]
+    results = [None] * len(jobs)
+
+    def work(i):
+        problem, x, w = jobs[i]
+        results[i] = [winograd.correlate(x, w, problem) for _ in range(3)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (problem, x, w), got in zip(jobs, results):
+        for result in got:
+            _close(result, reference.correlate(x, w, problem), "float64")
 
 
 def test_weight_gradient_is_the_adjoint_of_the_forward_pass():
