@@ -264,6 +264,16 @@ cdef void _transform_grad_output(const scalar* gyb, const double* a_h, const dou
         _apply(a_w, aw, mw, g.ah, tmp, ld, mw * ld, m + o * ld, g.o * ld, aw * g.o * ld, nt)
 
 
+cdef inline Py_ssize_t _unit_tiles(const Tiling* g, Py_ssize_t unit, Py_ssize_t chunks,
+                                   Py_ssize_t* k0, Py_ssize_t* nk) noexcept nogil:
+    """Unit ``unit``'s image block (returned) and its tile positions ``k0 .. k0 + nk``,
+    ``chunks`` units per block."""
+    cdef Py_ssize_t blk = unit // chunks
+    k0[0] = (unit - blk * chunks) * g.kp
+    nk[0] = min(g.kp, g.th * g.tw - k0[0])
+    return blk
+
+
 cdef int _check(const Tiling* g, Py_ssize_t points, Py_ssize_t groups, Py_ssize_t og,
                 Py_ssize_t cg, Py_ssize_t scratch) except -1:
     if _zgemm == NULL:
@@ -414,9 +424,7 @@ def forward(const scalar[:, :, :, :, ::1] xb, const scalar[:, :, :, ::1] u,
             unit = fastconv_take(&counter[0])
             if unit >= units:
                 break
-            blk = unit // chunks
-            k0 = (unit - blk * chunks) * positions
-            nk = min(positions, g.th * g.tw - k0)
+            blk = _unit_tiles(&g, unit, chunks, &k0, &nk)
             nt = nk * g.nb
             _transform_input(&xb[blk, 0, 0, 0, 0], &bt_h[0, 0], &bt_w[0, 0], &g, k0, nk, d, tmp,
                              v)
@@ -493,9 +501,7 @@ def weight_gradient(const scalar[:, :, :, :, ::1] xb, const scalar[:, :, :, :, :
             unit = fastconv_take(&counter[0])
             if unit >= units:
                 break
-            blk = unit // chunks
-            k0 = (unit - blk * chunks) * positions
-            nk = min(positions, g.th * g.tw - k0)
+            blk = _unit_tiles(&g, unit, chunks, &k0, &nk)
             nt = nk * g.nb
             _transform_input(&xb[blk, 0, 0, 0, 0], &bt_h[0, 0], &bt_w[0, 0], &g, k0, nk, d, tmp,
                              v)

@@ -321,13 +321,9 @@ def test_prepare_measures_now_and_saving_merges_other_processes(wisdom_file, tmp
     assert _fft_plans.STATS["created"] == stats["created"]  # the prepared workspace
 
 
-def test_many_python_threads_at_once():
-    shapes = [((2, 2, 50, 40), (3, 2, 7, 5)), ((1, 1, 3000), (1, 1, 101))]
-    jobs = []
-    for i in range(12):
-        x_shape, w_shape = shapes[i % 2]
-        problem, x, w = _case(x_shape, w_shape, seed=i, padding=3)
-        jobs.append((problem, x, w, reference.correlate(x, w, problem)))
+def _correlate_at_once(jobs):
+    """``fft.correlate`` of every ``(problem, x, w, want)`` job, each in its own thread,
+    all starting together with budgets of 1 and 2 threads; every result checked."""
     results, errors = [None] * len(jobs), []
     barrier = threading.Barrier(len(jobs))
 
@@ -349,6 +345,16 @@ def test_many_python_threads_at_once():
     assert not errors
     for (problem, x, w, want), got in zip(jobs, results):
         _assert_close(got, want, "float64")
+
+
+def test_many_python_threads_at_once():
+    shapes = [((2, 2, 50, 40), (3, 2, 7, 5)), ((1, 1, 3000), (1, 1, 101))]
+    jobs = []
+    for i in range(12):
+        x_shape, w_shape = shapes[i % 2]
+        problem, x, w = _case(x_shape, w_shape, seed=i, padding=3)
+        jobs.append((problem, x, w, reference.correlate(x, w, problem)))
+    _correlate_at_once(jobs)
 
 
 def test_workers_split_chunks(forced_tiles):
@@ -638,24 +644,4 @@ def test_fused_loop_from_many_python_threads(monkeypatch):
     for i in range(8):
         problem, x, w = _case((1, 1, 80 + i, 90), (1, 1, 7, 5), seed=i, padding=3)
         jobs.append((problem, x, w, reference.correlate(x, w, problem)))
-    results, errors = [None] * len(jobs), []
-    barrier = threading.Barrier(len(jobs))
-
-    def run(i):
-        problem, x, w, _ = jobs[i]
-        try:
-            barrier.wait()
-            with _config.thread_budget(1 + i % 2):
-                for _ in range(3):
-                    results[i] = fft.correlate(x, w, problem)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for (problem, x, w, want), got in zip(jobs, results):
-        _assert_close(got, want, "float64")
+    _correlate_at_once(jobs)

@@ -289,10 +289,10 @@ def conv_weight(nd: int, op: str, input, weight_size, grad_output, stride, paddi
 
 def _weight_gradient(x, w_shape, gy, args: ConvArgs, dtype, method) -> np.ndarray:
     problem = _forward_problem(x.shape, w_shape, args, dtype)
-    x, gy = _validate.prepare(x, dtype), _validate.prepare(gy, dtype)
     backend = _weight_backend(problem, x, gy, method)
     if backend is not None:
-        return backend.weight_gradient(x, gy, problem)
+        return backend.weight_gradient(_validate.prepare(x, dtype), _validate.prepare(gy, dtype),
+                                       problem)
     crop, pads = [], []
     for size, k, l, (before, _), s, d in zip(x.shape[2:], w_shape[2:], gy.shape[2:], args.padding,
                                              args.stride, args.dilation):
