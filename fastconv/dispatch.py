@@ -6,7 +6,10 @@ backend may define ``inspect(problem, x, w) -> problem`` to look at the data
 before it is trusted (the FFT backend refuses NaN/Inf and inexact integer
 sums; the separable backend measures the kernel's rank).  Inspection runs
 only for a backend that is cheapest on paper, so small problems never pay for
-it.  The static part of every decision is cached per problem, which keeps
+it.  A backend may also define ``inspect_for_run``, used when the choice runs at
+once (:func:`correlate`): it may leave a check to the run, which then checks
+the data as it reads them and hands the call on if they fail (the FFT's fused
+tile loop and NaN/Inf).  The static part of every decision is cached per problem, which keeps
 the overhead of ``method='auto'`` in the microseconds.
 """
 from __future__ import annotations
@@ -77,7 +80,7 @@ def _ranking(problem, threads=None):
     return tuple(ranked), rejected
 
 
-def choose(problem, x=None, w=None, method: str = "auto") -> Choice:
+def choose(problem, x=None, w=None, method: str = "auto", run: bool = False) -> Choice:
     """Choose the backend for ``problem`` (data ``x``, ``w`` optional).
 
     Parameters
@@ -87,6 +90,10 @@ def choose(problem, x=None, w=None, method: str = "auto") -> Choice:
         The operands; without them no data facts are checked.
     method : str
         'auto', or a backend name (or scipy's 'direct'/'fft') to force.
+    run : bool
+        The choice is for running now (:func:`correlate`): under 'auto', a
+        backend may leave a data check to the run itself
+        (``inspect_for_run``), and hands the call on if the check fails.
 
     Returns
     -------
@@ -118,7 +125,8 @@ def choose(problem, x=None, w=None, method: str = "auto") -> Choice:
         module = backends.REGISTRY[name]
         if name not in inspected and x is not None and hasattr(module, "inspect"):
             inspected.add(name)
-            problem = module.inspect(problem, x, w)
+            inspect = getattr(module, "inspect_for_run", module.inspect) if run else module.inspect
+            problem = inspect(problem, x, w)
             if not module.supports(problem):
                 rejected[name] = f"rejected after looking at the data ({_facts(problem)})"
                 ranked.pop(0)
@@ -182,7 +190,7 @@ def correlate(x, w, problem, method: str = "auto", out=None, bias=None):
     >>> correlate(np.ones((1, 1, 4)), np.ones((1, 1, 2)), p)
     array([[[2., 2., 2.]]])
     """
-    choice = choose(problem, x, w, method)
+    choice = choose(problem, x, w, method, run=True)
     backend = backends.REGISTRY[choice.name]
     if out is None and choice.name != "cuda":
         # large results come from reused blocks: fresh ones page-fault (see _outputs)

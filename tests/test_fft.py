@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from fastconv import _config
+from fastconv import _config, dispatch
 from fastconv.backends import _fft_layout, _fft_plans, _fft_tiles, fft, reference
 from fastconv.problem import make_problem
 
@@ -414,6 +414,57 @@ def test_inspect_rejects_nonfinite(where, value):
     assert not fft.supports(inspected)
 
 
+@pytest.fixture
+def estimated_plans(monkeypatch):
+    """Single-tile plans made at once (FFTW_ESTIMATE): the fused loop runs from the first call."""
+    monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
+    monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_fused_loop_checks_x_as_it_gathers(estimated_plans, fused_calls, value):
+    problem, x, w = _case((1, 1, 90, 80), (1, 1, 7, 7), padding=3)
+    x[0, 0, 40, 33] = value
+    run = fft.inspect_for_run(problem, x, w)
+    assert run.has_nonfinite is None and fft.supports(run)  # left to the run
+    assert fft.inspect(problem, x, w).has_nonfinite is True  # explain() still sees it
+    got = fft.correlate(x, w, problem)  # handed to a backend that keeps it local
+    assert fused_calls
+    want = reference.correlate(x, w, problem)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    _assert_close(got[finite], want[finite], "float64")
+    assert (np.isinf(got) == np.isinf(want)).all()
+
+
+def test_dispatch_hands_nonfinite_data_on_from_the_fused_loop(estimated_plans, monkeypatch):
+    problem, x, w = _case((1, 1, 300, 300), (1, 1, 41, 41), padding=20)
+    assert dispatch.choose(problem, x, w, run=True).name == "fft"
+    x[0, 0, 150, 10] = np.nan
+    chosen = []
+    correlate = dispatch.correlate
+
+    def spy(x, w, problem, **kwargs):
+        chosen.append(problem.has_nonfinite)
+        return correlate(x, w, problem, **kwargs)
+    monkeypatch.setattr(dispatch, "correlate", spy)
+    got = correlate(x, w, problem)
+    assert chosen == [True]
+    windows = np.zeros(problem.out_shape, bool)
+    windows[0, 0, 130:171, :31] = True  # the outputs whose windows hold (150, 10)
+    np.testing.assert_array_equal(np.isnan(got), windows)
+    assert dispatch.choose(problem, x, w).name != "fft"
+
+
+def test_fused_loop_checks_an_uninspected_kernel(estimated_plans):
+    problem, x, w = _case((1, 1, 90, 80), (1, 1, 7, 7), padding=3)
+    w[0, 0, 1, 1] = np.inf
+    got = fft.correlate(x, w, problem)
+    want = reference.correlate(x, w, problem)
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    assert fft.inspect_for_run(problem, x, w).has_nonfinite is True
+
+
 def test_inspect_accepts_finite_data_whose_sum_overflows():
     problem, x, w = _case((1, 1, 50), (1, 1, 3))
     x[:] = 1e308
@@ -599,16 +650,18 @@ def test_fused_loop_matches_reference(monkeypatch, fused_calls, row, dtype):
 def test_fused_loop_waits_for_measured_plans(wisdom_file, fused_calls):
     _fft_plans.clear(wisdom=True)
     problem, x, w = _case((1, 1, 120, 100), (1, 1, 9, 9), padding=4)
-    shape = fft._layout(problem).shape
+    plan = fft._layout(problem)
+    tile = (plan.shape, "float64", fft._valid_rows(problem, plan))
+    assert tile[2] == 120 < plan.shape[0]  # the inverse computes the valid rows only
     want = reference.correlate(x, w, problem)
     _assert_close(fft.correlate(x, w, problem), want, "float64")
     if _fft_plans.pyfftw is None or _fft_plans._library("float64") is None:
         assert not fused_calls
         return
     # no measured one-tile plan in the wisdom yet: the workspaces ran, the plan was queued
-    assert not fused_calls and _fft_plans.tile_plans(shape, "float64") is None
+    assert not fused_calls and _fft_plans.tile_plans(*tile) is None
     assert _fft_plans.wait_for_planners(timeout=60)
-    assert _fft_plans.tile_plans(shape, "float64") is not None
+    assert _fft_plans.tile_plans(*tile) is not None
     _assert_close(fft.correlate(x, w, problem), want, "float64")
     assert fused_calls
     assert len(json.loads(wisdom_file.read_text())["fftw"]) == 3
@@ -625,16 +678,18 @@ def test_without_fftw_functions_the_chunks_run(monkeypatch, fused_calls):
     assert not _fft_plans._loaded_libraries() or _fft_plans.engine() == "pyfftw"
 
 
-def test_strided_out_and_channels_take_the_chunks(monkeypatch, fused_calls):
+def test_strided_out_is_fused_and_channels_take_the_chunks(monkeypatch, fused_calls):
     monkeypatch.setenv("FASTCONV_FFTW_WISDOM", "0")
     monkeypatch.setattr(_fft_plans, "MEASURE_IN_BACKGROUND", None)
     problem, x, w = _case((1, 1, 60, 50), (1, 1, 5, 5), padding=2)
     big = np.zeros(problem.out_shape[:-1] + (100,))
     fft.correlate(x, w, problem, out=big[..., ::2])
     _assert_close(big[..., ::2], reference.correlate(x, w, problem), "float64")
+    assert not big[..., 1::2].any()
+    assert len(fused_calls) == 1
     problem, x, w = _case((1, 2, 60, 50), (1, 2, 5, 5), padding=2)
     _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
-    assert not fused_calls
+    assert len(fused_calls) == 1
 
 
 def test_fused_loop_from_many_python_threads(monkeypatch):

@@ -305,6 +305,9 @@ def _plan_queued() -> None:
 
 def _measure(args) -> None:
     """Make FFTW_MEASURE plans for a key and swap them into the pool."""
+    if args[0][0] == "tile":
+        _measure_tile(*args)
+        return
     _install(Workspace(*args, "FFTW_MEASURE"))
     with _POOL_LOCK:
         STATS["measured"] += 1
@@ -334,8 +337,9 @@ def prepare(keys, save=True) -> int:
     """Make FFTW_MEASURE plans for workspace ``keys`` now, in this thread; returns how many.
 
     ``keys`` are ``acquire`` arguments ``(units, c, o, shape, dtype,
-    elementwise, threads)``; keys the wisdom already knows cost well under a
-    millisecond.  The workspaces join the pool and, if ``save`` and
+    elementwise, threads)``, or ``("tile", shape, dtype, rows)`` for
+    :func:`tile_plans`; keys the wisdom already knows cost well under a
+    millisecond.  The plans join the pools and, if ``save`` and
     persistence is on, the wisdom is saved.  ``fft.prepare(problems)`` finds a problem's keys.
 
     Examples
@@ -349,7 +353,11 @@ def prepare(keys, save=True) -> int:
     if path is not None:
         _import_once(path)
     measured = 0
-    for units, c, o, shape, dtype, elementwise, threads in keys:
+    for spec in keys:
+        if spec[0] == "tile":
+            measured += _prepare_tile(*spec[1:])
+            continue
+        units, c, o, shape, dtype, elementwise, threads = spec
         key = _key(units, c, o, shape, dtype, elementwise, threads)
         args = (key, units, c, o, tuple(shape), dtype, elementwise, threads)
         with _PLAN_LOCK:
@@ -432,8 +440,9 @@ def forget_spectra() -> None:
 # execute functions are thread-safe).
 
 _FFTW_MEASURE, _FFTW_DESTROY_INPUT, _FFTW_ESTIMATE, _FFTW_WISDOM_ONLY = 0, 1, 1 << 6, 1 << 21
+_FFTW_BACKWARD = 1
 _TILE_LOCK = threading.Lock()
-_TILE_PLANS: dict = {}          # (shape, dtype, measured) -> TilePlans
+_TILE_PLANS: dict = {}          # _tile_key(...) + (measured,) -> TilePlans
 _LIBRARIES: dict = {}           # dtype char -> _Fftw or None
 
 
@@ -449,10 +458,14 @@ class _Fftw:
         self.plan_c2r = getattr(lib, prefix + "_plan_many_dft_c2r")
         for planner in (self.plan_r2c, self.plan_c2r):
             planner.argtypes, planner.restype = plan_args, size
+        self.plan_c2c = getattr(lib, prefix + "_plan_many_dft")  # one more argument: the sign
+        self.plan_c2c.argtypes = plan_args[:-1] + [cint, ctypes.c_uint]
+        self.plan_c2c.restype = size
         # pointers pass as size_t: numba calls these with integer addresses
         self.execute_r2c = getattr(lib, prefix + "_execute_dft_r2c")
         self.execute_c2r = getattr(lib, prefix + "_execute_dft_c2r")
-        for execute in (self.execute_r2c, self.execute_c2r):
+        self.execute_c2c = getattr(lib, prefix + "_execute_dft")
+        for execute in (self.execute_r2c, self.execute_c2r, self.execute_c2c):
             execute.argtypes, execute.restype = [size, size, size], None
         self.destroy = getattr(lib, prefix + "_destroy_plan")
         self.destroy.argtypes, self.destroy.restype = [size], None
@@ -495,20 +508,28 @@ def _library(dtype):
 
 
 class TilePlans:
-    """Forward and inverse plans of one real tile shape, and idle buffers to run them on."""
+    """Forward and inverse plans of one real tile shape, and idle buffers to run them on.
 
-    def __init__(self, lib, shape, dtype, forward, inverse):
-        self.lib, self.shape, self.dtype = lib, shape, np.dtype(dtype)
-        self.forward, self.inverse = forward, inverse
-        #: addresses of FFTW's new-array r2c and c2r execute functions, and the plans
-        self.functions = np.array([ctypes.cast(f, ctypes.c_void_p).value
-                                   for f in (lib.execute_r2c, lib.execute_c2r)], np.intp)
-        self.handles = np.array([forward, inverse], np.intp)
+    ``plans`` are (function, plan) pairs: the forward r2c, then the inverse,
+    either one c2r or, pruned, the columns' in-place c2c and the c2r of the
+    first ``rows`` rows only.
+    """
+
+    def __init__(self, lib, shape, dtype, plans, rows):
+        self.lib, self.shape, self.dtype, self.rows = lib, shape, np.dtype(dtype), rows
+        #: addresses of FFTW's new-array execute functions, and of the plans they run
+        self.functions = np.array([ctypes.cast(f, ctypes.c_void_p).value for f, _ in plans],
+                                  np.intp)
+        self.handles = np.array([plan for _, plan in plans], np.intp)
         self._idle = []
         self._lock = threading.Lock()
 
     def buffers(self):
-        """(tile, spectrum, result) buffers for one worker; give them back with :meth:`keep`."""
+        """(tile, spectrum) buffers for one worker; give them back with :meth:`keep`.
+
+        The inverse transform writes into the tile buffer: one buffer less to
+        keep in L2 with the tile's spectrum and the kernel's.
+        """
         with self._lock:
             if self._idle:
                 return self._idle.pop()
@@ -522,24 +543,30 @@ class TilePlans:
 
 def _tile_buffers(shape, dtype):
     half = shape[:-1] + (shape[-1] // 2 + 1,)
-    return (_empty(shape, dtype), _empty(half, spectrum_dtype(dtype)).reshape(-1),
-            _empty(shape, dtype))
+    return _empty(shape, dtype), _empty(half, spectrum_dtype(dtype)).reshape(-1)
 
 
-def tile_plans(shape, dtype):
+def tile_plans(shape, dtype, rows=None):
     """Single-tile plans of real ``dtype`` tiles of ``shape`` for compiled loops, or None.
+
+    ``rows``: of a 2-d tile, only the first ``rows`` rows of the inverse are
+    needed (the valid outputs of overlap-save), so the inverse is pruned: the
+    columns' transforms, then the c2r of those rows only (128 x 384 tiles with
+    96 valid rows: 12 % less inverse time; 256 x 512 with 192: 24 %).
 
     None without pyFFTW or its library's functions, while a background
     measurement holds the planner, and, where plans are measured, until the
-    wisdom holds this shape: then the measurement is queued (as a one-tile
-    workspace, the same transform) and the caller uses the workspaces meanwhile.
+    wisdom holds these plans: then their measurement is queued and the caller
+    uses the workspaces meanwhile.
     """
     if engine() != "pyfftw" or np.dtype(dtype) not in (np.float32, np.float64):
         return None
+    if len(shape) != 2 or rows is None or rows >= shape[0]:
+        rows = None
     path = wisdom_path()
     measured = pyfftw is not None and _measuring(path)
-    key = (tuple(shape), np.dtype(dtype).str, measured)
-    plans = _TILE_PLANS.get(key)
+    key = _tile_key(shape, dtype, rows)
+    plans = _TILE_PLANS.get(key + (measured,))
     if plans is not None:
         return plans
     lib = _library(dtype)
@@ -550,35 +577,83 @@ def tile_plans(shape, dtype):
             _import_file(path)
             _IMPORTED.add(path)
         flags = _FFTW_MEASURE | _FFTW_WISDOM_ONLY if measured else _FFTW_ESTIMATE
-        plans = _plan_tile(lib, tuple(shape), dtype, flags)
+        plans = _plan_tile(lib, tuple(shape), dtype, flags, rows)
     finally:
         _PLAN_LOCK.release()
     if plans is None:
         if math.prod(shape) <= MEASURE_MAX_POINTS:
-            units = (1, 1)
-            _enqueue((_key(units, 1, 1, tuple(shape), dtype, True, 1), units, 1, 1,
-                      tuple(shape), dtype, True, 1))
+            _enqueue((key, tuple(shape), dtype, rows))
         return None
     with _TILE_LOCK:
-        return _TILE_PLANS.setdefault(key, plans)
+        return _TILE_PLANS.setdefault(key + (measured,), plans)
 
 
-def _plan_tile(lib, shape, dtype, flags):
+def _prepare_tile(shape, dtype, rows) -> int:
+    """Measured single-tile plans now (1 if they were new, 0 if the wisdom knew them)."""
+    lib = _library(dtype)
+    if lib is None:
+        return 0
+    key = _tile_key(shape, dtype, rows)
+    with _PLAN_LOCK:
+        known = _plan_tile(lib, tuple(shape), dtype, _FFTW_MEASURE | _FFTW_WISDOM_ONLY, rows)
+    if known is not None:
+        with _TILE_LOCK:
+            _TILE_PLANS[key + (True,)] = known
+        return 0
+    _measure_tile(key, tuple(shape), dtype, rows)
+    return 1
+
+
+def _tile_key(shape, dtype, rows):
+    return ("tile", tuple(shape), np.dtype(dtype).str, rows)
+
+
+def _measure_tile(key, shape, dtype, rows) -> None:
+    """Make FFTW_MEASURE single-tile plans (:func:`tile_plans`) and keep them."""
+    lib = _library(dtype)
+    if lib is None:
+        return
+    with _PLAN_LOCK:
+        plans = _plan_tile(lib, shape, dtype, _FFTW_MEASURE, rows)
+    if plans is not None:
+        with _TILE_LOCK:
+            _TILE_PLANS[key + (True,)] = plans
+        with _POOL_LOCK:
+            _MEASURED.add(key)
+
+
+def _plan_tile(lib, shape, dtype, flags, rows=None):
     """TilePlans made with ``flags`` (caller holds the plan lock), or None (not in the wisdom)."""
-    tile, spectrum, result = _tile_buffers(shape, dtype)
+    tile, spectrum = _tile_buffers(shape, dtype)
     dims = (ctypes.c_int * len(shape))(*shape)
     lib.plan_with_nthreads(1)
-    forward = lib.plan_r2c(len(shape), dims, 1, tile.ctypes.data, None, 1, 0,
-                           spectrum.ctypes.data, None, 1, 0, flags)
-    if not forward:
+    made = []
+
+    def add(function, plan):
+        made.append((function, plan))
+        return bool(plan)
+    ok = add(lib.execute_r2c, lib.plan_r2c(len(shape), dims, 1, tile.ctypes.data, None, 1, 0,
+                                           spectrum.ctypes.data, None, 1, 0, flags))
+    if ok and rows is None:
+        ok = add(lib.execute_c2r,
+                 lib.plan_c2r(len(shape), dims, 1, spectrum.ctypes.data, None, 1, 0,
+                              tile.ctypes.data, None, 1, 0, flags | _FFTW_DESTROY_INPUT))
+    elif ok:
+        half = shape[1] // 2 + 1
+        ok = (add(lib.execute_c2c,
+                  lib.plan_c2c(1, dims, half, spectrum.ctypes.data, None, half, 1,
+                               spectrum.ctypes.data, None, half, 1, _FFTW_BACKWARD, flags))
+              and add(lib.execute_c2r,
+                      lib.plan_c2r(1, (ctypes.c_int * 1)(shape[1]), rows, spectrum.ctypes.data,
+                                   None, 1, half, tile.ctypes.data, None, 1, shape[1],
+                                   flags | _FFTW_DESTROY_INPUT)))
+    if not ok:
+        for _, plan in made:
+            if plan:
+                lib.destroy(plan)
         return None
-    inverse = lib.plan_c2r(len(shape), dims, 1, spectrum.ctypes.data, None, 1, 0,
-                           result.ctypes.data, None, 1, 0, flags | _FFTW_DESTROY_INPUT)
-    if not inverse:
-        lib.destroy(forward)
-        return None
-    plans = TilePlans(lib, shape, dtype, forward, inverse)
-    plans.keep((tile, spectrum, result))
+    plans = TilePlans(lib, shape, dtype, made, rows)
+    plans.keep((tile, spectrum))
     return plans
 
 

@@ -155,12 +155,16 @@ def _fused(x, out, wspec, tile, spec, result, functions, plans, geometry, first,
     axes (2-d problems a leading 1); ``geometry[a]`` is (tile size, step, tiles,
     offset) of axis ``a``; stride 1.  Each tile is gathered with its zero padding,
     transformed (``functions[0]`` with ``plans[0]``: FFTW's new-array r2c),
-    multiplied by ``wspec``, transformed back (``functions[1]``, ``plans[1]``), and its
-    valid first ``step`` outputs per axis written to ``out``.
+    multiplied by ``wspec``, transformed back (the other functions and plans: one c2r,
+    or the columns' c2c and the c2r of the valid rows), and its valid first ``step``
+    outputs per axis written to ``out``.  ``result`` may be
+    ``tile`` (whose values are spent once transformed).  Returns 0.0 if every
+    value gathered from ``x`` was finite, else NaN.
     """
     b0, b1, b2 = tile.shape
     n0, n1, n2 = x.shape[1], x.shape[2], x.shape[3]
     m0, m1, m2 = out.shape[1], out.shape[2], out.shape[3]
+    seen = 0.0
     for flat in range(first, end):
         i2 = flat % geometry[2, 2]
         rest = flat // geometry[2, 2]
@@ -180,12 +184,14 @@ def _fused(x, out, wspec, tile, spec, result, functions, plans, geometry, first,
                     tile[a0, a1, :] = 0
                     continue
                 tile[a0, a1, :lo - s2] = 0
-                tile[a0, a1, lo - s2:hi - s2] = x[b, r0, r1, lo:hi]
+                seen += _copy_checked(tile[a0, a1, lo - s2:hi - s2], x[b, r0, r1, lo:hi])
                 tile[a0, a1, hi - s2:] = 0
         _call_fftw(functions[0], plans[0], tile.ctypes.data, spec.ctypes.data)
         for f in range(spec.size):
             spec[f] *= wspec[f]
-        _call_fftw(functions[1], plans[1], spec.ctypes.data, result.ctypes.data)
+        if functions.size == 3:  # pruned inverse: the columns in place, then the valid rows
+            _call_fftw(functions[1], plans[1], spec.ctypes.data, spec.ctypes.data)
+        _call_fftw(functions[-1], plans[-1], spec.ctypes.data, result.ctypes.data)
         o0, o1, o2 = i0 * geometry[0, 1], i1 * geometry[1, 1], i2 * geometry[2, 1]
         e0 = min(geometry[0, 1], m0 - o0)
         e1 = min(geometry[1, 1], m1 - o1)
@@ -193,17 +199,34 @@ def _fused(x, out, wspec, tile, spec, result, functions, plans, geometry, first,
         for a0 in range(e0):
             for a1 in range(e1):
                 out[b, o0 + a0, o1 + a1, o2:o2 + e2] = result[a0, a1, :e2]
+    return seen
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _copy_checked(target, source):
+    """Copy ``source`` into ``target``; 0.0 if every value is finite, else NaN.
+
+    The same exact test as ``fft._probe`` (``v * 0`` is NaN only for NaN and
+    Inf), made while the values pass through registers anyway.
+    """
+    seen = 0.0
+    for i in range(source.size):
+        value = source[i]
+        target[i] = value
+        seen += value * 0.0
+    return seen
 
 
 def run_fused(plans, x, out, wspec, geometry, first, end):
     """Run the fused loop over tiles ``first`` to ``end`` on a borrowed set of buffers.
 
-    ``plans`` is a :class:`fastconv.backends._fft_plans.TilePlans`.
+    ``plans`` is a :class:`fastconv.backends._fft_plans.TilePlans`.  Returns
+    0.0 if every value read from ``x`` was finite, else NaN.
     """
-    tile, spec, result = buffers = plans.buffers()
+    tile, spec = buffers = plans.buffers()
     try:
-        shape3 = (1,) * (3 - tile.ndim) + tile.shape
-        _fused(x, out, wspec, tile.reshape(shape3), spec, result.reshape(shape3),
-               plans.functions, plans.handles, geometry, first, end)
+        tile3 = tile.reshape((1,) * (3 - tile.ndim) + tile.shape)
+        return _fused(x, out, wspec, tile3, spec, tile3, plans.functions, plans.handles,
+                      geometry, first, end)
     finally:
         plans.keep(buffers)

@@ -56,8 +56,10 @@ _MAC_BLOCK = 256
 _PROBE_MIN = 1 << 18
 #: one-plane real problems run the fused tile loop (False: the chunk pipeline; tests, timings)
 FUSED = True
-#: largest tile (transform points) the fused loop takes
-_FUSED_MAX_POINTS = 1 << 17
+#: largest tile (transform points) the fused loop takes, 2-d and 3-d: past L2 the chunks run
+#: as fast in 3-d, and in 2-d the fused loop's pruned inverse still gains (2048**2 with 65**2:
+#: 192 x 768 tiles, 23 ms against 26 in the chunks)
+_FUSED_MAX_POINTS = {2: 1 << 18, 3: 1 << 17}
 #: transform points per block of tiles of the fused loop (smaller: finer balance, more hand-overs)
 _FUSED_BLOCK_POINTS = 1 << 18
 
@@ -126,6 +128,27 @@ def inspect(problem, x, w):
     True
     """
     return problem.with_facts(has_nonfinite=_has_nonfinite(x) or _has_nonfinite(w))
+
+
+def inspect_for_run(problem, x, w):
+    """:func:`inspect` for a call that runs now (the dispatcher's choice for ``correlate``).
+
+    Where the fused tile loop will read ``x``, it checks every value as it
+    gathers the tiles, and :func:`correlate` hands the call to another backend
+    if one is NaN or Inf; so ``x`` is not scanned here first (a whole pass
+    over memory: 1 ms of a 15-20 ms 2048**2 convolution) and
+    ``has_nonfinite`` stays unknown (None).  Otherwise, as :func:`inspect`.
+
+    Examples
+    --------
+    >>> from fastconv.problem import make_problem
+    >>> p = make_problem((1, 1, 4), (1, 1, 2), "float64")
+    >>> inspect_for_run(p, np.array([[[1.0, np.nan, 0, 0]]]), np.ones((1, 1, 2))).has_nonfinite
+    True
+    """
+    if problem.has_nonfinite is None and _fused_plans(problem, x) is not None:
+        return problem.with_facts(has_nonfinite=True) if _has_nonfinite(w) else problem
+    return inspect(problem, x, w)
 
 
 def _has_nonfinite(a) -> bool:
@@ -225,10 +248,11 @@ def correlate(x, w, problem, out=None):
         raise ValueError(f"the fft backend cannot fit this problem's kernel spectrum and tile "
                          f"buffers in the workspace cap of {_config.get_workspace_bytes()} bytes")
     threads = _config.get_num_threads()
-    if FUSED and _fusable(problem, plan, x, out):
-        tile_plans = _fft_plans.tile_plans(plan.shape, problem.dtype)
-        if tile_plans is not None:
-            return _correlate_fused(x, w, problem, plan, tile_plans, out, threads)
+    fused = _fused_plans(problem, x)
+    if fused is not None:
+        if problem.has_nonfinite is None and _has_nonfinite(w):
+            return _elsewhere(x, w, problem, out)
+        return _correlate_fused(x, w, problem, plan, fused, out, threads)
     chunks = _fft_tiles.chunks(problem, plan)
     workers, fft_threads = _workers(problem, plan, len(chunks), threads)
     job = _Job(np.asarray(x), out, problem, plan, _balanced(problem, plan, chunks, workers),
@@ -257,10 +281,23 @@ def correlate(x, w, problem, out=None):
     return out
 
 
-def _fusable(problem, plan, x, out) -> bool:
-    """Whether the fused tile loop computes this call: one real plane in and out, stride 1."""
-    return (_fusable_problem(problem, plan) and isinstance(x, np.ndarray)
-            and x.flags.c_contiguous and out.flags.c_contiguous)
+def _fused_plans(problem, x):
+    """The fused tile loop's plans where it computes this call, else None.
+
+    It takes one real plane in and out at stride 1 from a C-contiguous ``x``
+    (any ``out``), once the single-tile plans exist (see ``_fft_plans.tile_plans``).
+    """
+    if not (FUSED and isinstance(x, np.ndarray) and x.flags.c_contiguous):
+        return None
+    plan = _layout(problem)
+    if plan is None or not _fusable_problem(problem, plan):
+        return None
+    return _fft_plans.tile_plans(plan.shape, problem.dtype, _valid_rows(problem, plan))
+
+
+def _valid_rows(problem, plan):
+    """Rows of a 2-d tile that hold valid outputs (the inverse transform computes only those)."""
+    return plan.axes[0].step if problem.ndim == 2 else None
 
 
 def _fusable_problem(problem, plan) -> bool:
@@ -268,7 +305,7 @@ def _fusable_problem(problem, plan) -> bool:
     # 64 x 80 x 144 tiles, 10 % slower than the chunks)
     return (problem.ndim in (2, 3) and plan.real and problem.in_channels == 1
             and problem.out_channels == 1 and all(s == 1 for s in problem.stride)
-            and math.prod(plan.shape) <= _FUSED_MAX_POINTS)
+            and math.prod(plan.shape) <= _FUSED_MAX_POINTS[problem.ndim])
 
 
 def _correlate_fused(x, w, problem, plan, tile_plans, out, threads):
@@ -289,19 +326,30 @@ def _correlate_fused(x, w, problem, plan, tile_plans, out, threads):
     args = (tile_plans, x4, out4, spectrum, geometry)
 
     def work():
+        seen = 0.0  # 0.0 while every value gathered is finite, else NaN
         for block in iter(lambda: next(taken), None):
             if block >= blocks:
-                return
-            _fft_tiles.run_fused(*args, bounds[block], bounds[block + 1])
+                return seen
+            seen += _fft_tiles.run_fused(*args, bounds[block], bounds[block + 1])
+        return seen
 
     futures = [_pool().submit(work) for _ in range(workers - 1)]
+    seen = 0.0
     try:
-        work()
+        seen = work()
     finally:
         for future in futures:
             if not future.cancel():
-                future.result()
+                seen += future.result()
+    if not math.isfinite(seen):
+        return _elsewhere(x, w, problem, out)
     return out
+
+
+def _elsewhere(x, w, problem, out):
+    """The call computed by another backend: the data hold NaN or Inf, which must stay local."""
+    from .. import dispatch  # the dispatcher imports the backends
+    return dispatch.correlate(x, w, problem.with_facts(has_nonfinite=True), out=out)
 
 
 def _kernel_spectrum(w, problem, plan, threads):
@@ -354,7 +402,7 @@ def _plan_keys(problem, plan, threads):
     keys = [(u, problem.in_channels, problem.out_channels, plan.shape, problem.dtype,
              elementwise, fft_threads) for u in units]
     if FUSED and _fusable_problem(problem, plan):  # the fused loop's plans: one tile, one thread
-        keys.append(((1, 1), 1, 1, plan.shape, problem.dtype, True, 1))
+        keys.append(("tile", plan.shape, problem.dtype, _valid_rows(problem, plan)))
     return keys
 
 
