@@ -30,6 +30,11 @@ extensions = [
         extra_compile_args=["-O3"] + NATIVE,
     ),
     Extension(
+        "fastconv._stream",
+        ["fastconv/_stream.pyx"],
+        extra_compile_args=["-O2"],
+    ),
+    Extension(
         "fastconv._bufferpool",
         ["fastconv/_bufferpool.pyx"],
         include_dirs=[np.get_include()],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
 
 # A complex multiply-add costs four real ones; float32 runs twice the SIMD lanes.
@@ -134,6 +135,20 @@ def profile_path() -> Path:
     override = os.environ.get("FASTCONV_PROFILE")
     if override:
         return Path(override)
+    env = os.environ
+    return _default_profile_path(*(env.get(name) for name in _CACHE_DIR_VARIABLES))
+
+
+#: what platformdirs reads to find the user cache directory
+_CACHE_DIR_VARIABLES = ("XDG_CACHE_HOME", "HOME", "LOCALAPPDATA")
+
+
+@lru_cache(maxsize=8)
+def _default_profile_path(*environment) -> Path:
+    """The profile in the user cache directory, remembered per ``_CACHE_DIR_VARIABLES`` values.
+
+    platformdirs takes 10 microseconds, and the FFT backend asks on every call.
+    """
     import platformdirs
     return Path(platformdirs.user_cache_dir("fastconv")) / "profile.json"
 

@@ -67,7 +67,7 @@ def fused_calls(monkeypatch):
     run = _fft_tiles.run_fused
 
     def counted(*args):
-        calls.append(args[-2:])
+        calls.append(args[5:7])
         return run(*args)
     monkeypatch.setattr(_fft_tiles, "run_fused", counted)
     return calls
@@ -690,6 +690,42 @@ def test_strided_out_is_fused_and_channels_take_the_chunks(monkeypatch, fused_ca
     problem, x, w = _case((1, 2, 60, 50), (1, 2, 5, 5), padding=2)
     _assert_close(fft.correlate(x, w, problem), reference.correlate(x, w, problem), "float64")
     assert len(fused_calls) == 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_outputs_are_streamed_past_the_cache(estimated_plans, monkeypatch, dtype):
+    if _fft_tiles._stream is None:
+        pytest.skip("fastconv._stream is not built")
+    problem, x, w = _case((1, 1, 1100, 1030), (1, 1, 9, 9), dtype, padding=4)
+    streamed = np.zeros(problem.out_shape[:-1] + (1031,), dtype)[..., 1:]  # rows not aligned
+    assert _fft_tiles.streaming(streamed).size == 2
+    fft.correlate(x, w, problem, out=streamed)
+    monkeypatch.setattr(_fft_tiles, "STREAM_MIN_BYTES", 1 << 62)
+    assert _fft_tiles.streaming(streamed).size == 0
+    np.testing.assert_array_equal(streamed, fft.correlate(x, w, problem))
+    near = (slice(None), slice(None), slice(480, 560), slice(470, 560))
+    want = reference.correlate(x[near[:2] + (slice(476, 564), slice(466, 564))], w,
+                               make_problem((1, 1, 88, 98), (1, 1, 9, 9), dtype))
+    _assert_close(streamed[near], want, dtype)
+
+
+@pytest.mark.skipif(_fft_tiles._stream is None, reason="fastconv._stream is not built")
+def test_stream_copy_matches_memcpy_at_every_offset_and_length():
+    import ctypes
+    copy = ctypes.CFUNCTYPE(None, ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_ssize_t)(
+        _fft_tiles._stream.copy_address())
+    fence = ctypes.CFUNCTYPE(None, ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_ssize_t)(
+        _fft_tiles._stream.fence_address())
+    rng = np.random.default_rng(3)
+    source = rng.integers(0, 256, 400, dtype=np.uint8)
+    for start in range(0, 17):
+        for length in (0, 1, 15, 16, 17, 63, 64, 65, 130, 300):
+            target = np.zeros(400, np.uint8)
+            copy(target.ctypes.data + start, source.ctypes.data + 3, length)
+            fence(0, 0, 0)
+            expected = np.zeros(400, np.uint8)
+            expected[start:start + length] = source[3:3 + length]
+            np.testing.assert_array_equal(target, expected)
 
 
 def test_fused_loop_from_many_python_threads(monkeypatch):

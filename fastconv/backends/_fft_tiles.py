@@ -13,7 +13,8 @@ Buffers are laid out ``(batch, tile, channel, *tile_shape)``.
 :func:`run_fused` is the other way, for one real plane in and out at stride
 1: a compiled loop that takes the tiles one at a time through gather,
 FFTW's forward transform, the product with the kernel spectrum, the inverse
-transform and the copy of the valid outputs, with no Python in between.
+transform and the copy of the valid outputs (streamed past the cache when
+the output is large), with no Python in between.
 """
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 from numpy.lib.stride_tricks import as_strided
+
+try:
+    from .. import _stream
+except ImportError:  # not built: ordinary stores
+    _stream = None
+
+#: outputs of at least this many bytes are written with non-temporal stores (the L2 of both
+#: cores of this project's benchmark machine: smaller ones may still be in cache when read)
+STREAM_MIN_BYTES = 4 << 20
+_NO_STREAM = np.zeros(0, np.intp)
 
 
 def chunks(problem, plan):
@@ -130,8 +141,8 @@ class Tiles:
 # --- the fused tile loop ------------------------------------------------------------------
 
 @intrinsic
-def _call_fftw(typingctx, function, plan, source, target):
-    """Call the C function at address ``function`` as ``void f(plan, source, target)``.
+def _call_c(typingctx, function, a, b, c):
+    """Call the C function at address ``function`` as ``void f(a, b, c)`` (integers, pointers).
 
     The addresses come in as arguments, so the loop below caches like any other
     compiled function (a ctypes function object would pin this process's address).
@@ -148,22 +159,24 @@ def _call_fftw(typingctx, function, plan, source, target):
 
 
 @njit(cache=True, nogil=True)
-def _fused(x, out, wspec, tile, spec, result, functions, plans, geometry, first, end):
+def _fused(x, out, wspec, tile, spec, functions, plans, stream, geometry, first, end):
     """Tiles ``first`` to ``end`` (flat index over batch and tile grid), one at a time.
 
     ``x`` (batch, n0, n1, n2) and ``out`` (batch, m0, m1, m2) have three spatial
     axes (2-d problems a leading 1); ``geometry[a]`` is (tile size, step, tiles,
     offset) of axis ``a``; stride 1.  Each tile is gathered with its zero padding,
     transformed (``functions[0]`` with ``plans[0]``: FFTW's new-array r2c),
-    multiplied by ``wspec``, transformed back (the other functions and plans: one c2r,
-    or the columns' c2c and the c2r of the valid rows), and its valid first ``step``
-    outputs per axis written to ``out``.  ``result`` may be
-    ``tile`` (whose values are spent once transformed).  Returns 0.0 if every
-    value gathered from ``x`` was finite, else NaN.
+    multiplied by ``wspec``, transformed back into ``tile`` (the other functions
+    and plans: one c2r, or the columns' c2c and the c2r of the valid rows), and its
+    valid first ``step`` outputs per axis written to ``out``: with ordinary
+    stores, or, given the addresses ``stream`` (copy, fence) of
+    :mod:`fastconv._stream`, with non-temporal ones (``out``'s rows contiguous).
+    Returns 0.0 if every value gathered from ``x`` was finite, else NaN.
     """
     b0, b1, b2 = tile.shape
     n0, n1, n2 = x.shape[1], x.shape[2], x.shape[3]
     m0, m1, m2 = out.shape[1], out.shape[2], out.shape[3]
+    itemsize = tile.itemsize
     seen = 0.0
     for flat in range(first, end):
         i2 = flat % geometry[2, 2]
@@ -186,19 +199,25 @@ def _fused(x, out, wspec, tile, spec, result, functions, plans, geometry, first,
                 tile[a0, a1, :lo - s2] = 0
                 seen += _copy_checked(tile[a0, a1, lo - s2:hi - s2], x[b, r0, r1, lo:hi])
                 tile[a0, a1, hi - s2:] = 0
-        _call_fftw(functions[0], plans[0], tile.ctypes.data, spec.ctypes.data)
+        _call_c(functions[0], plans[0], tile.ctypes.data, spec.ctypes.data)
         for f in range(spec.size):
             spec[f] *= wspec[f]
         if functions.size == 3:  # pruned inverse: the columns in place, then the valid rows
-            _call_fftw(functions[1], plans[1], spec.ctypes.data, spec.ctypes.data)
-        _call_fftw(functions[-1], plans[-1], spec.ctypes.data, result.ctypes.data)
+            _call_c(functions[1], plans[1], spec.ctypes.data, spec.ctypes.data)
+        _call_c(functions[-1], plans[-1], spec.ctypes.data, tile.ctypes.data)
         o0, o1, o2 = i0 * geometry[0, 1], i1 * geometry[1, 1], i2 * geometry[2, 1]
         e0 = min(geometry[0, 1], m0 - o0)
         e1 = min(geometry[1, 1], m1 - o1)
         e2 = min(geometry[2, 1], m2 - o2)
         for a0 in range(e0):
             for a1 in range(e1):
-                out[b, o0 + a0, o1 + a1, o2:o2 + e2] = result[a0, a1, :e2]
+                if stream.size:
+                    _call_c(stream[0], out[b, o0 + a0, o1 + a1, o2:].ctypes.data,
+                            tile[a0, a1].ctypes.data, e2 * itemsize)
+                else:
+                    out[b, o0 + a0, o1 + a1, o2:o2 + e2] = tile[a0, a1, :e2]
+    if stream.size:
+        _call_c(stream[1], 0, 0, 0)
     return seen
 
 
@@ -217,16 +236,30 @@ def _copy_checked(target, source):
     return seen
 
 
-def run_fused(plans, x, out, wspec, geometry, first, end):
+def run_fused(plans, x, out, wspec, geometry, first, end, stream=_NO_STREAM):
     """Run the fused loop over tiles ``first`` to ``end`` on a borrowed set of buffers.
 
-    ``plans`` is a :class:`fastconv.backends._fft_plans.TilePlans`.  Returns
-    0.0 if every value read from ``x`` was finite, else NaN.
+    ``plans`` is a :class:`fastconv.backends._fft_plans.TilePlans`; ``stream``
+    is :func:`streaming`'s choice.  Returns 0.0 if every value read from ``x``
+    was finite, else NaN.
     """
     tile, spec = buffers = plans.buffers()
     try:
         tile3 = tile.reshape((1,) * (3 - tile.ndim) + tile.shape)
-        return _fused(x, out, wspec, tile3, spec, tile3, plans.functions, plans.handles,
+        return _fused(x, out, wspec, tile3, spec, plans.functions, plans.handles, stream,
                       geometry, first, end)
     finally:
         plans.keep(buffers)
+
+
+def streaming(out):
+    """The ``stream`` argument of :func:`run_fused` for ``out``.
+
+    Outputs of at least ``STREAM_MIN_BYTES`` with contiguous rows are written
+    with non-temporal stores (:mod:`fastconv._stream`, where it is built):
+    they would not stay in cache anyway.
+    """
+    if (_stream is None or out.nbytes < STREAM_MIN_BYTES
+            or out.strides[-1] != out.itemsize):
+        return _NO_STREAM
+    return np.array([_stream.copy_address(), _stream.fence_address()], np.intp)

@@ -19,17 +19,20 @@ transform their first chunks.
 One real plane in and out at stride 1 (the ``signal`` front end's problems)
 runs the fused tile loop instead (:func:`fastconv.backends._fft_tiles.run_fused`):
 one compiled call per block of tiles gathers, transforms, multiplies and
-scatters each tile in turn, calling FFTW's C functions itself, so tiles stay
-in L2 and the workers never queue for the GIL between steps (measured, 2
-threads: 0-15 % faster than the chunks on 2048**2 images with a 17**2
-kernel, 8 % on 128**3 volumes with a 7**3 one; tiles past L2 keep the
-chunks).  Without pyFFTW's library functions, or until the wisdom holds the
-measured one-tile plans, the chunks run.
+scatters each tile in turn, calling FFTW's C functions itself, so the
+workers never queue for the GIL between steps.  It checks the input for NaN
+and Inf as it gathers, computes only the valid rows of a 2-d tile's inverse
+transform, and streams large outputs past the cache.  Measured, 2 threads,
+against the chunks: 2048**2 images 20-40 % faster (65**2 to 17**2 kernels),
+128**3 volumes 15 % with 15**3.  Without pyFFTW's library functions, or
+until the wisdom holds the measured one-tile plans, the chunks run.
 
 The FFT spreads rounding error over the whole tile, so :func:`inspect`
 records whether the data hold NaN or Inf and :func:`supports` then refuses
 them (a NaN must stay local, as in direct correlation), as it refuses
 integer problems whose sums are too large to stay exact after rounding.
+:func:`inspect_for_run` leaves the input's check to the fused loop, and a
+call whose data fail it is handed to the dispatcher again.
 """
 from __future__ import annotations
 
@@ -56,10 +59,11 @@ _MAC_BLOCK = 256
 _PROBE_MIN = 1 << 18
 #: one-plane real problems run the fused tile loop (False: the chunk pipeline; tests, timings)
 FUSED = True
-#: largest tile (transform points) the fused loop takes, 2-d and 3-d: past L2 the chunks run
-#: as fast in 3-d, and in 2-d the fused loop's pruned inverse still gains (2048**2 with 65**2:
-#: 192 x 768 tiles, 23 ms against 26 in the chunks)
-_FUSED_MAX_POINTS = {2: 1 << 18, 3: 1 << 17}
+#: largest tile (transform points) the fused loop takes, 2-d and 3-d.  Measured, 2 threads,
+#: against the chunks: 2048**2 with 65**2, 192 x 768 tiles, 23 ms against 26; 128**3 with 15**3,
+#: 64 x 80 x 144 tiles, 18.7 against 22.1, and with 31**3, 64 x 144 x 144, 29.9 against 31.9;
+#: one-tile volumes (64**3 with 15**3 or 31**3) the same either way
+_FUSED_MAX_POINTS = {2: 1 << 18, 3: 1 << 22}
 #: transform points per block of tiles of the fused loop (smaller: finer balance, more hand-overs)
 _FUSED_BLOCK_POINTS = 1 << 18
 
@@ -301,8 +305,6 @@ def _valid_rows(problem, plan):
 
 
 def _fusable_problem(problem, plan) -> bool:
-    # a tile and its spectrum past L2 gain nothing from the fused loop (measured: 128**3 volume,
-    # 64 x 80 x 144 tiles, 10 % slower than the chunks)
     return (problem.ndim in (2, 3) and plan.real and problem.in_channels == 1
             and problem.out_channels == 1 and all(s == 1 for s in problem.stride)
             and math.prod(plan.shape) <= _FUSED_MAX_POINTS[problem.ndim])
@@ -324,13 +326,14 @@ def _correlate_fused(x, w, problem, plan, tile_plans, out, threads):
     bounds = [total * i // blocks for i in range(blocks + 1)]
     taken = itertools.count()  # next() is atomic under the GIL
     args = (tile_plans, x4, out4, spectrum, geometry)
+    stream = _fft_tiles.streaming(out4)
 
     def work():
         seen = 0.0  # 0.0 while every value gathered is finite, else NaN
         for block in iter(lambda: next(taken), None):
             if block >= blocks:
                 return seen
-            seen += _fft_tiles.run_fused(*args, bounds[block], bounds[block + 1])
+            seen += _fft_tiles.run_fused(*args, bounds[block], bounds[block + 1], stream)
         return seen
 
     futures = [_pool().submit(work) for _ in range(workers - 1)]
