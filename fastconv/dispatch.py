@@ -6,11 +6,12 @@ backend may define ``inspect(problem, x, w) -> problem`` to look at the data
 before it is trusted (the FFT backend refuses NaN/Inf and inexact integer
 sums; the separable backend measures the kernel's rank).  Inspection runs
 only for a backend that is cheapest on paper, so small problems never pay for
-it.  A backend may also define ``inspect_for_run``, used when the choice runs at
-once (:func:`correlate`): it may leave a check to the run, which then checks
-the data as it reads them and hands the call on if they fail (the FFT's fused
-tile loop and NaN/Inf).  The static part of every decision is cached per problem, which keeps
-the overhead of ``method='auto'`` in the microseconds.
+it.  A backend may also define ``inspect_for_run``, used when the choice runs
+at once (:func:`correlate`): it may leave a check to the run, which then
+checks the data as it reads them and hands the call on if they fail (the
+FFT's fused tile loop and NaN/Inf).  The static part of every decision is
+cached per problem, which keeps the overhead of ``method='auto'`` in the
+microseconds.
 """
 from __future__ import annotations
 

@@ -513,13 +513,13 @@ def _library(dtype):
 class TilePlans:
     """Forward and inverse plans of one real tile shape, and idle buffers to run them on.
 
-    ``plans`` are (function, plan) pairs: the forward r2c, then the inverse,
-    either one c2r or, pruned, the columns' in-place c2c and the c2r of the
-    first ``rows`` rows only.
+    ``plans`` are (execute function, plan) pairs: the forward r2c, then the
+    inverse, either one c2r or, pruned, the columns' in-place c2c and the c2r
+    of the valid rows only (:func:`tile_plans`).
     """
 
-    def __init__(self, lib, shape, dtype, plans, rows):
-        self.lib, self.shape, self.dtype, self.rows = lib, shape, np.dtype(dtype), rows
+    def __init__(self, lib, shape, dtype, plans):
+        self.lib, self.shape, self.dtype = lib, shape, np.dtype(dtype)
         #: addresses of FFTW's new-array execute functions, and of the plans they run
         self.functions = np.array([ctypes.cast(f, ctypes.c_void_p).value for f, _ in plans],
                                   np.intp)
@@ -655,7 +655,7 @@ def _plan_tile(lib, shape, dtype, flags, rows=None):
             if plan:
                 lib.destroy(plan)
         return None
-    plans = TilePlans(lib, shape, dtype, made, rows)
+    plans = TilePlans(lib, shape, dtype, made)
     plans.keep((tile, spectrum))
     return plans
 
