@@ -1,5 +1,8 @@
 """The fft backend beyond the shared table: tiles, plans, wisdom, threads, fallback, data checks."""
 import json
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -726,6 +729,20 @@ def test_stream_copy_matches_memcpy_at_every_offset_and_length():
             expected = np.zeros(400, np.uint8)
             expected[start:start + length] = source[3:3 + length]
             np.testing.assert_array_equal(target, expected)
+
+
+def test_leaving_while_plans_are_measured_exits_cleanly(tmp_path):
+    # queue measurements of large transforms and leave at once: the planner thread is in
+    # FFTW's planner when the interpreter exits (before: a crash or a hang in pyFFTW's clean-up)
+    code = ("import time\n"
+            "from fastconv.backends import _fft_plans\n"
+            "for n in (1 << 16, 3 << 14):\n"
+            "    _fft_plans.release(_fft_plans.acquire((1, 1), 1, 1, (n,), 'float64', True, 1))\n"
+            "time.sleep(0.05)\n")
+    env = dict(os.environ, FASTCONV_FFTW_WISDOM=str(tmp_path / "wisdom.json"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_fused_loop_from_many_python_threads(monkeypatch):

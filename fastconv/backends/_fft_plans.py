@@ -36,6 +36,7 @@ from the wisdom only, and queues their measurement as a one-tile workspace.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
 import math
@@ -93,6 +94,7 @@ _REQUESTED: set = set()              # keys ever queued (each is measured once)
 _QUEUE: deque = deque()              # keys waiting for the background planner, first is running
 _WAKE = threading.Condition()
 _PLANNER = None                      # the background planner thread
+_STOPPING = False                    # set at exit: the planner stops after its measurement
 #: counters for tests and diagnostics: workspaces created / reused, plans measured
 STATS = {"created": 0, "reused": 0, "measured": 0, "from_wisdom": 0, "saved": 0,
          "spectra_reused": 0}
@@ -283,10 +285,12 @@ def _enqueue(args) -> None:
 
 
 def _plan_queued() -> None:
-    """Background planner: measure queued keys one at a time, forever."""
+    """Background planner: measure queued keys one at a time, until the interpreter exits."""
     while True:
         with _WAKE:
-            _WAKE.wait_for(lambda: _QUEUE)
+            _WAKE.wait_for(lambda: _QUEUE or _STOPPING)
+            if _STOPPING:
+                return
             args = _QUEUE[0]
         try:
             if args[0] not in _MEASURED:
@@ -304,6 +308,23 @@ def _plan_queued() -> None:
             with _WAKE:
                 _QUEUE.popleft()
                 _WAKE.notify_all()
+
+
+@atexit.register
+def _stop_planner() -> None:
+    """At exit: start no more measurements, and let the one under way finish.
+
+    A daemon thread stopped in the middle of FFTW's planner would keep
+    pyFFTW's plan lock for ever, and the interpreter's last clean-up, which
+    frees pyFFTW's plans under that lock, would wait for it: the process
+    would hang at exit.
+    """
+    global _STOPPING
+    with _WAKE:
+        _STOPPING = True
+        _WAKE.notify_all()
+    if _PLANNER is not None:
+        _PLANNER.join()
 
 
 def _measure(args) -> None:
