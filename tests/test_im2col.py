@@ -7,7 +7,7 @@ import pytest
 
 from fastconv import _config
 from fastconv.backends import im2col as backend
-from fastconv.backends import reference
+from fastconv.backends import _compiled, reference
 from fastconv.problem import make_problem
 
 from .cases import SHAPES, make_case
@@ -592,7 +592,7 @@ def test_lowered_path_splits_a_huge_image_by_output_rows(lowered, small_workspac
 
 
 def test_lowered_kernel_needs_matching_shapes():
-    backend._ensure_blas()
+    _compiled.bind_blas(backend._im2col)
     x = np.zeros((1, 2, 1, 1, 5))
     out = np.zeros((1, 1, 4))
     args = ((1, 1, 2), (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 4), 4, np.zeros(1, np.intp))
@@ -629,7 +629,7 @@ def test_bias_is_added_per_output_channel(monkeypatch, path, dtype):
 @pytest.mark.parametrize("span", [1, 5, 7, 100])
 def test_lowered_kernel_any_span(span):
     # spans that are not whole output rows go through the general lowering
-    backend._ensure_blas()
+    _compiled.bind_blas(backend._im2col)
     problem = make_problem((3, 2, 6, 7), (4, 2, 3, 2), "float64", padding=1, stride=(2, 1))
     rng = np.random.default_rng(1)
     x, w = _random(rng, problem.x_shape, "float64"), _random(rng, problem.w_shape, "float64")

@@ -58,20 +58,13 @@ import numpy as np
 from .. import _config, _outputs
 from .._config import blas_threads
 from ..problem import FAST_DTYPES
-from . import _workers
+from . import _compiled, _workers
 
 NAME = "im2col"
 #: correlate() takes ``bias`` and adds it while each block of the result is in cache
 FUSED_BIAS = True
 
-try:
-    from .. import _im2col
-    UNAVAILABLE_REASON = ""
-except ImportError as exc:  # the extension was not compiled
-    _im2col = None
-    UNAVAILABLE_REASON = (f"the Cython extension fastconv._im2col is not built ({exc}); "
-                          "install with `pip install .` or run "
-                          "`python setup.py build_ext --inplace`")
+_im2col, UNAVAILABLE_REASON = _compiled.load("_im2col")
 
 #: scratch per block the planner aims for (bytes) when one thread runs the blocks and
 #: BLAS gets the thread budget: large enough for GEMMs that thread well
@@ -474,7 +467,7 @@ def correlate(x, w, problem, out=None, bias=None):
     >>> correlate(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 2)), p)
     array([[[1., 3., 5., 7.]]])
     """
-    _ensure_blas()
+    _compiled.bind_blas(_im2col)
     threads = min(_config.get_num_threads(), CPUS)
     blocks = plan(problem, _config.get_workspace_bytes(), threads)
     result = out if out is not None and out.flags.c_contiguous and out.flags.writeable else \
@@ -613,15 +606,6 @@ def _column_blocks(x5, buffer, p, n, positions):
 
 # ---------------------------------------------------------------- BLAS
 
-_blas_state = {"loaded": False}
-
-
-def _ensure_blas():
-    """Bind scipy's BLAS for the kernels, once (importing scipy.linalg is slow)."""
-    if not _blas_state["loaded"]:
-        _im2col.load_blas()
-        _blas_state["loaded"] = True
-
 
 # ---------------------------------------------------------------- im2col / col2im for gradients
 
@@ -727,7 +711,7 @@ def weight_gradient(x, gy, problem):
     >>> weight_gradient(np.arange(4.0).reshape(1, 1, 4), np.ones((1, 1, 3)), p)
     array([[[3., 6.]]])
     """
-    _ensure_blas()
+    _compiled.bind_blas(_im2col)
     dtype = problem.dtype
     if 0 in problem.w_shape or 0 in problem.out_shape:
         return np.zeros(problem.w_shape, dtype)
@@ -855,7 +839,7 @@ def input_gradient(gy, w, problem):
     >>> input_gradient(np.ones((1, 1, 3)), np.array([[[1.0, 2.0]]]), p)
     array([[[1., 3., 3., 2.]]])
     """
-    _ensure_blas()
+    _compiled.bind_blas(_im2col)
     dtype = problem.dtype
     dx = _outputs.empty(problem.x_shape, dtype)  # reused memory: no page faults
     dx.fill(0)

@@ -41,21 +41,14 @@ import numpy as np
 from .. import _config, _outputs
 from .._config import blas_threads
 from ..problem import FAST_DTYPES
-from . import _workers
+from . import _compiled, _workers
 from .fft import inspect  # noqa: F401  (the same fact decides: NaN/Inf spread over a tile)
 
 NAME = "winograd"
 #: correlate() takes ``bias`` and adds it in the output transform
 FUSED_BIAS = True
 
-try:
-    from .. import _winograd
-    UNAVAILABLE_REASON = ""
-except ImportError as exc:  # the extension was not compiled
-    _winograd = None
-    UNAVAILABLE_REASON = (f"the Cython extension fastconv._winograd is not built ({exc}); "
-                          "install with `pip install .` or run "
-                          "`python setup.py build_ext --inplace`")
+_winograd, UNAVAILABLE_REASON = _compiled.load("_winograd")
 
 #: kernel taps -> the transform sizes ``a`` offered along an axis of that kernel size
 TRANSFORM_SIZES = {1: (1,), 2: (4,), 3: (4, 5, 6), 4: (5, 6), 5: (6,)}
@@ -301,7 +294,7 @@ def correlate(x, w, problem, out=None, bias=None):
     >>> correlate(np.arange(6.0).reshape(1, 1, 6), np.ones((1, 1, 3)), p)
     array([[[ 3.,  6.,  9., 12.]]])
     """
-    _ensure_blas()
+    _compiled.bind_blas(_winograd)
     p = plan(problem)
     result = out if out is not None and out.flags.c_contiguous and out.flags.writeable else \
         np.empty(problem.out_shape, problem.dtype)
@@ -377,7 +370,7 @@ def weight_gradient(x, gy, problem):
     >>> weight_gradient(np.arange(6.0).reshape(1, 1, 6), np.ones((1, 1, 4)), p)
     array([[[ 6., 10., 14.]]])
     """
-    _ensure_blas()
+    _compiled.bind_blas(_winograd)
     p = plan(problem)
     threads = _config.get_num_threads()
     xb = _blocked(x, problem.x_shape, problem.dtype, p, threads)
@@ -417,13 +410,3 @@ def _pad_before(problem):
 
 def _matrices(transforms, name):
     return tuple(np.ascontiguousarray(getattr(t, name)) for t in transforms)
-
-
-_blas_state = {"loaded": False}
-
-
-def _ensure_blas():
-    """Bind scipy's BLAS for the kernels, once (importing scipy.linalg is slow)."""
-    if not _blas_state["loaded"]:
-        _winograd.load_blas()
-        _blas_state["loaded"] = True
