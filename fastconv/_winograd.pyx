@@ -290,6 +290,18 @@ cdef int _check(const Tiling* g, Py_ssize_t points, Py_ssize_t groups, Py_ssize_
     return 0
 
 
+cdef inline void _split_scratch(scalar* scratch, const Tiling* g, scalar** d, scalar** tmp,
+                                scalar** v, scalar** m) noexcept nogil:
+    """The parts of a worker's scratch (:func:`scratch_size`): two transform buffers ``d``
+    and ``tmp`` of one tile area (points x ld) each, the transformed input ``v``
+    (C areas) and the products ``m`` (O areas)."""
+    cdef Py_ssize_t area = g.ah * g.aw * g.ld
+    d[0] = scratch
+    tmp[0] = scratch + area
+    v[0] = tmp[0] + area
+    m[0] = v[0] + area * g.c
+
+
 def scratch_size(Py_ssize_t ah, Py_ssize_t aw, Py_ssize_t c, Py_ssize_t o, Py_ssize_t ld):
     """Elements of scratch one worker needs for units of ``ld`` tiles (module docstring).
 
@@ -412,11 +424,9 @@ def forward(const scalar[:, :, :, :, ::1] xb, const scalar[:, :, :, ::1] u,
     cdef Py_ssize_t units = xb.shape[0] * chunks
     if g.n == 0 or g.o == 0:
         return out.base
-    cdef Py_ssize_t unit, blk, k0, nk, nt, p, gi, ld = g.ld, area = points * g.ld
-    cdef scalar* d = &scratch[0]
-    cdef scalar* tmp = d + area
-    cdef scalar* v = tmp + area
-    cdef scalar* m = v + area * g.c
+    cdef Py_ssize_t unit, blk, k0, nk, nt, p, gi, ld = g.ld
+    cdef scalar *d, *tmp, *v, *m
+    _split_scratch(&scratch[0], &g, &d, &tmp, &v, &m)
     cdef const scalar* bias_ptr = &bias[0] if bias is not None else NULL
     cdef char plain = b'N'
     with nogil:
@@ -490,11 +500,9 @@ def weight_gradient(const scalar[:, :, :, :, ::1] xb, const scalar[:, :, :, :, :
     cdef Py_ssize_t units = xb.shape[0] * chunks
     if g.n == 0 or g.o == 0 or g.c == 0:
         return du.base
-    cdef Py_ssize_t unit, blk, k0, nk, nt, p, gi, ld = g.ld, area = points * g.ld
-    cdef scalar* d = &scratch[0]
-    cdef scalar* tmp = d + area
-    cdef scalar* v = tmp + area
-    cdef scalar* m = v + area * g.c
+    cdef Py_ssize_t unit, blk, k0, nk, nt, p, gi, ld = g.ld
+    cdef scalar *d, *tmp, *v, *m
+    _split_scratch(&scratch[0], &g, &d, &tmp, &v, &m)
     cdef char transposed = b'T'
     with nogil:
         while True:
