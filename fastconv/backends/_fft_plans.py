@@ -614,68 +614,62 @@ def tile_plans(shape, dtype, rows=None):
 
 def _prepare_tile(shape, dtype, rows) -> int:
     """Measured single-tile plans now (1 if they were new, 0 if the wisdom knew them)."""
-    lib = _library(dtype)
-    if lib is None:
-        return 0
     key = _tile_key(shape, dtype, rows)
-    with _PLAN_LOCK:
-        known = _plan_tile(lib, tuple(shape), dtype, _FFTW_MEASURE | _FFTW_WISDOM_ONLY, rows)
-    if known is not None:
-        with _TILE_LOCK:
-            _TILE_PLANS[key + (True,)] = known
+    if _measure_tile(key, tuple(shape), dtype, rows, _FFTW_MEASURE | _FFTW_WISDOM_ONLY):
         return 0
-    _measure_tile(key, tuple(shape), dtype, rows)
-    return 1
+    return int(_measure_tile(key, tuple(shape), dtype, rows))
 
 
 def _tile_key(shape, dtype, rows):
     return ("tile", tuple(shape), np.dtype(dtype).str, rows)
 
 
-def _measure_tile(key, shape, dtype, rows) -> None:
-    """Make FFTW_MEASURE single-tile plans (:func:`tile_plans`) and keep them."""
+def _measure_tile(key, shape, dtype, rows, flags=_FFTW_MEASURE) -> bool:
+    """Make measured single-tile plans (:func:`tile_plans`) and keep them; False if none.
+
+    ``flags`` with FFTW_WISDOM_ONLY: only from the wisdom, measuring nothing.
+    """
     lib = _library(dtype)
     if lib is None:
-        return
+        return False
     with _PLAN_LOCK:
-        plans = _plan_tile(lib, shape, dtype, _FFTW_MEASURE, rows)
-    if plans is not None:
-        with _TILE_LOCK:
-            _TILE_PLANS[key + (True,)] = plans
-        with _POOL_LOCK:
-            _MEASURED.add(key)
+        plans = _plan_tile(lib, shape, dtype, flags, rows)
+    if plans is None:
+        return False
+    with _TILE_LOCK:
+        _TILE_PLANS[key + (True,)] = plans
+    with _POOL_LOCK:
+        _MEASURED.add(key)
+    return True
 
 
 def _plan_tile(lib, shape, dtype, flags, rows=None):
     """TilePlans made with ``flags`` (caller holds the plan lock), or None (not in the wisdom)."""
     tile, spectrum = _tile_buffers(shape, dtype)
+    t, s = tile.ctypes.data, spectrum.ctypes.data
     dims = (ctypes.c_int * len(shape))(*shape)
+    calls = [(lib.execute_r2c, lib.plan_r2c,
+              (len(shape), dims, 1, t, None, 1, 0, s, None, 1, 0, flags))]
+    if rows is None:
+        calls.append((lib.execute_c2r, lib.plan_c2r,
+                      (len(shape), dims, 1, s, None, 1, 0, t, None, 1, 0,
+                       flags | _FFTW_DESTROY_INPUT)))
+    else:  # 2-d, pruned inverse: the columns' c2c in place, then the c2r of the valid rows
+        half = shape[1] // 2 + 1
+        calls += [(lib.execute_c2c, lib.plan_c2c,
+                   (1, dims, half, s, None, half, 1, s, None, half, 1, _FFTW_BACKWARD, flags)),
+                  (lib.execute_c2r, lib.plan_c2r,
+                   (1, (ctypes.c_int * 1)(shape[1]), rows, s, None, 1, half, t, None, 1,
+                    shape[1], flags | _FFTW_DESTROY_INPUT))]
     lib.plan_with_nthreads(1)
     made = []
-
-    def add(function, plan):
-        made.append((function, plan))
-        return bool(plan)
-    ok = add(lib.execute_r2c, lib.plan_r2c(len(shape), dims, 1, tile.ctypes.data, None, 1, 0,
-                                           spectrum.ctypes.data, None, 1, 0, flags))
-    if ok and rows is None:
-        ok = add(lib.execute_c2r,
-                 lib.plan_c2r(len(shape), dims, 1, spectrum.ctypes.data, None, 1, 0,
-                              tile.ctypes.data, None, 1, 0, flags | _FFTW_DESTROY_INPUT))
-    elif ok:
-        half = shape[1] // 2 + 1
-        ok = (add(lib.execute_c2c,
-                  lib.plan_c2c(1, dims, half, spectrum.ctypes.data, None, half, 1,
-                               spectrum.ctypes.data, None, half, 1, _FFTW_BACKWARD, flags))
-              and add(lib.execute_c2r,
-                      lib.plan_c2r(1, (ctypes.c_int * 1)(shape[1]), rows, spectrum.ctypes.data,
-                                   None, 1, half, tile.ctypes.data, None, 1, shape[1],
-                                   flags | _FFTW_DESTROY_INPUT)))
-    if not ok:
-        for _, plan in made:
-            if plan:
-                lib.destroy(plan)
-        return None
+    for execute, planner, args in calls:
+        plan = planner(*args)
+        if not plan:  # not in the wisdom
+            for _, done in made:
+                lib.destroy(done)
+            return None
+        made.append((execute, plan))
     plans = TilePlans(lib, shape, dtype, made)
     plans.keep((tile, spectrum))
     return plans

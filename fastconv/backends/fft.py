@@ -330,9 +330,7 @@ def _correlate_fused(x, w, problem, plan, tile_plans, out, threads):
 
     def work():
         seen = 0.0  # 0.0 while every value gathered is finite, else NaN
-        for block in iter(lambda: next(taken), None):
-            if block >= blocks:
-                return seen
+        while (block := next(taken)) < blocks:
             seen += _fft_tiles.run_fused(*args, bounds[block], bounds[block + 1], stream)
         return seen
 
